@@ -1,0 +1,176 @@
+"""Face detection: one small interface, several backends.
+
+A detector takes an upright RGB photo and returns faces, largest first, each with a box, a score
+and 5 landmarks in photo pixels, in the order: image-left eye, image-right eye, nose, mouth-left,
+mouth-right. Backends only see a downscaled copy; this module maps results back.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face, in the photo's pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: np.ndarray = field(repr=False)  # (5, 2) float32 x, y
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    def to_dict(self) -> dict:
+        return {
+            "box": [round(v, 1) for v in self.box],
+            "score": round(self.score, 4),
+            "landmarks": np.round(self.landmarks.astype(np.float64), 1).tolist(),
+        }
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """What every backend honours. ``score_threshold=None`` keeps the backend's own default."""
+
+    detect_size: int = 640  # long side of the downscaled copy the network sees
+    score_threshold: float | None = None
+    min_face_size: int = 32  # shorter box side, in photo pixels
+    threads: int = 1  # ONNX Runtime intra-op threads per detector
+
+
+def cpu_session(model: str | Path | bytes, threads: int) -> ort.InferenceSession:
+    """A CPU session with an explicit thread count (ONNX Runtime would take every core)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def fix_landmark_sides(landmarks: np.ndarray) -> np.ndarray:
+    """Swap left/right when the detector mixed them up.
+
+    With y pointing down, cross(eye_right - eye_left, mouth_avg - eye_avg) > 0 for a face whose
+    eyes run left to right above its mouth; FFHQ alignment needs that orientation.
+    """
+    eye_left, eye_right, _, mouth_left, mouth_right = landmarks
+    eye_to_eye = eye_right - eye_left
+    eye_to_mouth = (mouth_left + mouth_right) / 2 - (eye_left + eye_right) / 2
+    if eye_to_eye[0] * eye_to_mouth[1] - eye_to_eye[1] * eye_to_mouth[0] >= 0:
+        return landmarks
+    return landmarks[[1, 0, 2, 4, 3]]
+
+
+def downscale(image: Image.Image, long_side: int) -> tuple[Image.Image, float]:
+    """A copy whose long side is at most ``long_side``, and the scale factor applied."""
+    scale = min(1.0, long_side / max(image.size))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    # A box filter after an integer reduce is plenty for a detector and 2.5x faster than
+    # bilinear on a 3 MP photo.
+    return image.resize(size, Image.Resampling.BOX, reducing_gap=1.0), scale
+
+
+class FaceDetector(abc.ABC):
+    """Base class: downscale, run the backend, map back, filter, order largest first."""
+
+    name: str = "base"
+    default_threshold: float = 0.5
+
+    def __init__(self, settings: DetectorSettings = DetectorSettings()) -> None:
+        self.settings = settings
+
+    @property
+    def threshold(self) -> float:
+        if self.settings.score_threshold is None:
+            return self.default_threshold
+        return self.settings.score_threshold
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        """Faces in an upright RGB photo, largest first."""
+        small, scale = downscale(image, self.settings.detect_size)
+        min_size_small = self.settings.min_face_size * scale
+        boxes, scores, landmarks = self._detect(np.asarray(small), min_size_small)
+        faces = []
+        for box, score, points in zip(boxes, scores, landmarks, strict=True):
+            box = box / scale
+            face = Face(
+                box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                score=float(score),
+                landmarks=fix_landmark_sides(points.astype(np.float32) / scale),
+            )
+            if min(face.width, face.height) >= self.settings.min_face_size:
+                faces.append(face)
+        faces.sort(key=lambda f: f.width * f.height, reverse=True)
+        return faces
+
+    @abc.abstractmethod
+    def _detect(
+        self, rgb: np.ndarray, min_face_size: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Backend: HxWx3 uint8 RGB -> boxes (N,4) x1y1x2y2, scores (N,), landmarks (N,5,2)."""
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, best score first.
+
+    ``mode="min"`` divides the overlap by the smaller box, which also drops boxes nested inside
+    a better one (MTCNN's last stage).
+    """
+    order = np.argsort(-scores, kind="stable")
+    areas = np.prod(np.clip(boxes[:, 2:4] - boxes[:, 0:2], 0, None), axis=1)
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        top_left = np.maximum(boxes[best, 0:2], boxes[rest, 0:2])
+        bottom_right = np.minimum(boxes[best, 2:4], boxes[rest, 2:4])
+        inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+        if mode == "min":
+            denominator = np.minimum(areas[best], areas[rest])
+        else:
+            denominator = areas[best] + areas[rest] - inter
+        overlap = inter / np.maximum(denominator, 1e-9)
+        order = rest[overlap <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+DETECTOR_NAMES = ("mtcnn", "scrfd", "yunet")
+
+
+def create_detector(spec: str, settings: DetectorSettings = DetectorSettings()) -> FaceDetector:
+    """A detector from a spec: ``mtcnn``, ``mtcnn:DIR``, ``scrfd:PATH|PACK``, ``yunet:PATH``."""
+    name, _, location = spec.partition(":")
+    if name == "mtcnn":
+        from .detectors.mtcnn import MtcnnDetector
+
+        return MtcnnDetector.from_dir(location or None, settings)
+    if name == "scrfd":
+        from .detectors.scrfd import ScrfdDetector
+
+        if not location:
+            raise ValueError("scrfd needs a model: scrfd:/path/to/scrfd.onnx or scrfd:buffalo_l")
+        return ScrfdDetector.from_spec(location, settings)
+    if name == "yunet":
+        from .detectors.yunet import YunetDetector
+
+        if not location:
+            raise ValueError("yunet needs a model: yunet:/path/to/yunet.onnx")
+        return YunetDetector(cpu_session(location, settings.threads), settings)
+    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
