@@ -1,0 +1,148 @@
+"""Run any image-to-image ONNX generator on batches of aligned face crops.
+
+Crops travel between services as uint8 NHWC RGB (four times smaller than float32); the model's
+own signature (layout, value range, channel order, size) is applied here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+@dataclass(frozen=True)
+class GeneratorSignature:
+    """How a generator wants its input; stored in the model's metadata."""
+
+    layout: str = "NCHW"  # or "NHWC"
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    size: int = 512
+    channel_order: str = "RGB"  # or "BGR"
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"layout must be NCHW or NHWC, not {self.layout!r}")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel order must be RGB or BGR, not {self.channel_order!r}")
+        low, high = self.value_range
+        if not high > low:
+            raise ValueError(f"value range {self.value_range} is empty")
+        if self.size < 16:
+            raise ValueError(f"size {self.size} is too small")
+
+    def to_metadata(self) -> dict:
+        data = asdict(self)
+        data["value_range"] = list(self.value_range)
+        return data
+
+    @classmethod
+    def from_metadata(cls, data: dict) -> GeneratorSignature:
+        return cls(
+            layout=data["layout"],
+            value_range=tuple(float(v) for v in data["value_range"]),
+            size=int(data["size"]),
+            channel_order=data["channel_order"],
+        )
+
+    def to_model_input(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 NHWC RGB crops of this size -> float32 tensor in the model's convention."""
+        low, high = self.value_range
+        tensor = crops.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
+        if self.channel_order == "BGR":
+            tensor = tensor[..., ::-1]
+        if self.layout == "NCHW":
+            tensor = tensor.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(tensor)
+
+    def from_model_output(self, tensor: np.ndarray) -> np.ndarray:
+        """The model's output tensor -> uint8 NHWC RGB."""
+        if self.layout == "NCHW":
+            tensor = tensor.transpose(0, 2, 3, 1)
+        if self.channel_order == "BGR":
+            tensor = tensor[..., ::-1]
+        low, high = self.value_range
+        scaled = (tensor.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def pick_providers(requested: str = "auto") -> list[str]:
+    """Execution providers: the ones asked for, or the best this onnxruntime build offers."""
+    available = ort.get_available_providers()
+    if requested and requested != "auto":
+        wanted = [name.strip() for name in requested.split(",") if name.strip()]
+        missing = [name for name in wanted if name not in available]
+        if missing:
+            raise ValueError(f"providers {missing} are not available; this build has {available}")
+        return wanted
+    return [name for name in PROVIDER_PREFERENCE if name in available]
+
+
+class OnnxGenerator:
+    """One ONNX Runtime session and the signature that feeds it."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        signature: GeneratorSignature,
+        threads: int | None = None,
+        providers: str = "auto",
+    ) -> None:
+        self.signature = signature
+        options = ort.SessionOptions()
+        # ONNX Runtime would size its pool to the host's cores, not to this container's share.
+        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
+        options.inter_op_num_threads = 1
+        started = time.perf_counter()
+        self.session = ort.InferenceSession(
+            str(model_path), options, providers=pick_providers(providers)
+        )
+        self.load_seconds = time.perf_counter() - started
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB crops -> (N, H, W, 3) uint8 RGB toons (resized if needed)."""
+        if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+            raise ValueError(f"expected (N, H, W, 3) uint8 crops, got {crops.shape} {crops.dtype}")
+        height, width = crops.shape[1:3]
+        size = self.signature.size
+        if (height, width) != (size, size):
+            crops = resize_batch(crops, size)
+        tensor = self.signature.to_model_input(crops)
+        output = self.session.run([self.output_name], {self.input_name: tensor})[0]
+        toons = self.signature.from_model_output(output)
+        if toons.shape[1:3] != (height, width):
+            toons = resize_batch(toons, height, width)
+        return toons
+
+    def warm_up(self) -> float:
+        """One run on a grey crop, so the first user does not pay for lazy initialisation."""
+        started = time.perf_counter()
+        size = self.signature.size
+        self(np.full((1, size, size, 3), 128, dtype=np.uint8))
+        return time.perf_counter() - started
+
+
+def resize_batch(images: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
+    width = width or height
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+            for image in images
+        ]
+    )

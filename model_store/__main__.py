@@ -1,0 +1,90 @@
+"""Manage the service's models in the BentoML model store.
+
+    python -m model_store build-defaults
+    python -m model_store import-generator PATH --name NAME [--layout NCHW|NHWC]
+        [--value-range=-1,1] [--size 512] [--channel-order RGB|BGR] --licence TEXT
+    python -m model_store import-detector PATH --name NAME --family scrfd|yunet|mtcnn --licence TEXT
+    python -m model_store list
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from generator import GeneratorSignature
+
+from . import (
+    DETECTOR_FAMILIES,
+    ModelImportError,
+    build_defaults,
+    import_detector,
+    import_generator,
+    list_models,
+)
+
+
+def _value_range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as -1,1 or 0,255: {text!r}") from None
+    return low, high
+
+
+def _describe(model) -> str:
+    meta = model.info.metadata
+    if meta.get("kind") == "generator":
+        detail = f"{meta['layout']} {meta['channel_order']} {meta['value_range']} {meta['size']}px"
+    else:
+        detail = f"detector {meta.get('family')}"
+    return f"{str(model.tag):<40} {detail:<36} {meta.get('licence', '')}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_store", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("build-defaults", help="register the offline detector and toon-filter")
+
+    gen = commands.add_parser("import-generator", help="validate and store an ONNX generator")
+    gen.add_argument("path")
+    gen.add_argument("--name", required=True)
+    gen.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW")
+    gen.add_argument("--value-range", type=_value_range, default=(-1.0, 1.0),
+                     help="input and output range, e.g. --value-range=-1,1 (default) or 0,255")
+    gen.add_argument("--size", type=int, default=512)
+    gen.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB")
+    gen.add_argument("--licence", required=True, help="licence note stored with the model")
+    gen.add_argument("--description", default="")
+
+    det = commands.add_parser("import-detector", help="store a face detector")
+    det.add_argument("path", help="an ONNX file (scrfd, yunet) or MTCNN's folder")
+    det.add_argument("--name", required=True)
+    det.add_argument("--family", choices=DETECTOR_FAMILIES, required=True)
+    det.add_argument("--licence", required=True)
+
+    commands.add_parser("list", help="the generators and detectors in the store")
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "build-defaults":
+            for model in build_defaults():
+                print(f"registered {model.tag}")
+        elif args.command == "import-generator":
+            signature = GeneratorSignature(args.layout, args.value_range, args.size, args.channel_order)
+            model = import_generator(args.path, args.name, signature, args.licence, args.description)
+            print(f"imported {model.tag} (sha256 {model.info.metadata['sha256'][:12]}...)")
+        elif args.command == "import-detector":
+            model = import_detector(args.path, args.name, args.family, args.licence)
+            print(f"imported {model.tag}")
+        else:
+            for model in list_models():
+                print(_describe(model))
+    except (ModelImportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""Toonify serving: a face photo in, its cartoon out.
+
+    client --photo--> Toonify        HTTP API (/toonify), web page (/), /metrics, /readyz
+                        |--bytes---------------> Preprocess   decode, EXIF orient, detect, align
+                        |<--uint8 crops + quads--             (CPU workers)
+                        |--uint8 crops---------> Generator    ONNX Runtime, adaptive batching
+                        |<--uint8 toon crops---               (CPU, CUDA or TensorRT)
+                        |--bytes + quads + toons-> Preprocess.compose   (paste_back only)
+           <--image or JSON--
+
+Run with `bentoml serve` (all three as separate worker groups); settings: settings.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from generator import GeneratorSignature, OnnxGenerator
+from model_store import MODEL_FILE, detector_spec
+from preprocess import (
+    AlignedFace,
+    CorruptImage,
+    DecodeSettings,
+    DetectorSettings,
+    ImageTooLarge,
+    InputError,
+    NoFaceFound,
+    NotAnImage,
+    UnsupportedFormat,
+    create_detector,
+)
+from preprocess.pipeline import compose_photo, prepare_photo
+from responses import BadOption, ToonifyOptions, encode_image, face_sheet, shrink_to, to_base64
+from settings import SETTINGS
+
+logger = logging.getLogger("toonify")
+
+# One status per failure a user can cause; 5xx only for ours.
+USER_ERRORS: dict[type[Exception], int] = {
+    NotAnImage: 400,
+    CorruptImage: 400,
+    BadOption: 400,
+    ImageTooLarge: 413,
+    UnsupportedFormat: 415,
+    NoFaceFound: 422,
+}
+ERROR_BY_CODE = {error.code: error for error in USER_ERRORS}
+
+
+class GeneratorUnavailable(Exception):
+    code = "generator_unavailable"
+
+
+def decode_settings(full_resolution: bool = False) -> DecodeSettings:
+    return DecodeSettings(
+        max_bytes=SETTINGS.max_bytes,
+        max_pixels=SETTINGS.max_pixels,
+        # paste_back returns the whole photo, so it is decoded at full size.
+        draft_long_side=1 << 30 if full_resolution else SETTINGS.draft_long_side,
+    )
+
+
+@bentoml.service(
+    name="toonify-generator",
+    workers=SETTINGS.generator_workers,
+    traffic={"timeout": SETTINGS.request_timeout_s},
+)
+class Generator:
+    model = bentoml.models.BentoModel(SETTINGS.generator_model)
+
+    def __init__(self) -> None:
+        signature = GeneratorSignature.from_metadata(self.model.info.metadata)
+        self.generator = OnnxGenerator(
+            self.model.path_of(MODEL_FILE),
+            signature,
+            threads=SETTINGS.generator_threads or None,
+            providers=SETTINGS.providers,
+        )
+        warm_up = self.generator.warm_up()  # before /readyz says yes
+        logger.info(
+            "generator %s on %s: loaded in %.2f s, warm-up %.2f s",
+            self.model.tag, self.generator.providers, self.generator.load_seconds, warm_up,
+        )  # fmt: skip
+
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def generate(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 RGB aligned crops -> toon crops of the same shape."""
+        return self.generator(crops)
+
+
+@bentoml.service(
+    name="toonify-preprocess",
+    workers=SETTINGS.preprocess_workers,
+    traffic={"timeout": SETTINGS.request_timeout_s},
+)
+class Preprocess:
+    detector_model = bentoml.models.BentoModel(SETTINGS.detector_model)
+
+    def __init__(self) -> None:
+        self.detector = create_detector(
+            detector_spec(self.detector_model),
+            DetectorSettings(detect_size=SETTINGS.detect_size, min_face_size=SETTINGS.min_face_size),
+        )
+
+    @bentoml.api
+    def prepare(
+        self, image: bytes, face_index: int | None = None, all_faces: bool = False,
+        full_resolution: bool = False,
+    ) -> dict:  # fmt: skip
+        """Aligned crops and quads, or the user's error as a value (it crosses a process)."""
+        try:
+            prepared = prepare_photo(
+                image,
+                self.detector,
+                decode=decode_settings(full_resolution),
+                face_index=face_index,
+                all_faces=all_faces,
+                max_faces=SETTINGS.max_faces,
+                crop_size=SETTINGS.crop_size,
+                supersample=SETTINGS.supersample,
+            )
+        except InputError as exc:
+            return {"error": exc.code, "detail": str(exc), "num_faces": getattr(exc, "num_faces", 0)}
+        return {
+            "num_faces": prepared.num_faces,
+            "faces": [
+                {**face.to_dict(), "quad": aligned.quad.tolist()}
+                for face, aligned in zip(prepared.faces, prepared.aligned, strict=True)
+            ],
+            "crops": np.stack([np.asarray(aligned.image) for aligned in prepared.aligned]),
+            "photo_size": list(prepared.photo_size),
+            "timings": prepared.timings,
+        }
+
+    @bentoml.api
+    def compose(
+        self, image: bytes, quads: list, toons: np.ndarray, format: str = "jpeg",
+        quality: int = 90, long_side: int | None = None,
+    ) -> bytes:  # fmt: skip
+        """The full photo with each toon crop pasted into its quad, encoded."""
+        faces = [
+            AlignedFace(image=Image.fromarray(toon), quad=np.asarray(quad, dtype=np.float64))
+            for toon, quad in zip(toons, quads, strict=True)
+        ]
+        photo = compose_photo(image, faces, decode_settings(full_resolution=True))
+        return encode_image(shrink_to(photo, long_side), format, quality)
+
+
+@dataclass
+class ToonifyResult:
+    body: bytes
+    num_faces: int
+    faces: list[dict]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@bentoml.service(name="toonify", traffic={"timeout": SETTINGS.request_timeout_s})
+class Toonify:
+    preprocess = bentoml.depends(Preprocess)
+    generator = bentoml.depends(Generator)
+
+    async def toonify(self, data: bytes, options: ToonifyOptions) -> ToonifyResult:
+        """The whole request: preprocess, generate, then paste back or lay out the faces."""
+        loop = asyncio.get_running_loop()
+        prepared = await self.preprocess.to_async.prepare(
+            image=data,
+            face_index=options.face_index,
+            all_faces=options.all_faces or options.paste_back,
+            full_resolution=options.paste_back,
+        )
+        if "error" in prepared:
+            error = ERROR_BY_CODE[prepared["error"]]
+            if error is NoFaceFound:
+                raise NoFaceFound(prepared["detail"], num_faces=prepared["num_faces"])
+            raise error(prepared["detail"])
+        timings = dict(prepared["timings"])
+
+        started = loop.time()
+        try:
+            toons = await self.generator.to_async.generate(prepared["crops"])
+        except Exception as exc:
+            logger.exception("generator call failed")
+            raise GeneratorUnavailable(f"The toon generator is unavailable ({exc}).") from None
+        timings["generate"] = loop.time() - started
+
+        started = loop.time()
+        if options.paste_back:
+            quads = [face["quad"] for face in prepared["faces"]]
+            body = await self.preprocess.to_async.compose(
+                image=data, quads=quads, toons=toons, format=options.format,
+                quality=options.quality, long_side=options.size,
+            )  # fmt: skip
+        else:
+            aligned = prepared["crops"] if options.return_aligned else None
+            sheet = face_sheet(toons, aligned, options.size)
+            body = await asyncio.to_thread(encode_image, sheet, options.format, options.quality)
+        timings["encode"] = loop.time() - started
+        return ToonifyResult(body, prepared["num_faces"], prepared["faces"], timings)
+
+
+# --- HTTP -----------------------------------------------------------------------------------
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, GeneratorUnavailable):
+        return JSONResponse(
+            {"error": exc.code, "detail": f"{exc} Try again in a few seconds."},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+    body = {"error": exc.code, "detail": str(exc)}
+    if isinstance(exc, NoFaceFound):
+        body["num_faces"] = exc.num_faces
+    return JSONResponse(body, status_code=USER_ERRORS[type(exc)])
+
+
+async def read_upload(request: Request, limit: int) -> tuple[bytes, dict[str, str]]:
+    """The photo and the options, from a multipart field ``image`` or a raw body."""
+    allowance = limit + 64 * 1024  # multipart framing and option fields
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > allowance:
+        raise ImageTooLarge(f"The upload is over the {limit / 1e6:.0f} MB limit.")
+    chunks, received = [], 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > allowance:
+            raise ImageTooLarge(f"The upload is over the {limit / 1e6:.0f} MB limit.")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    fields = dict(request.query_params)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise BadOption("Send the photo as the multipart file field 'image', or as the raw body.")
+        fields.update({k: v for k, v in form.items() if isinstance(v, str)})
+        return await upload.read(), fields
+    return body, fields
+
+
+async def toonify_endpoint(request: Request) -> Response:
+    service: Toonify = bentoml.get_current_service()
+    try:
+        data, fields = await read_upload(request, SETTINGS.max_bytes)
+        options = ToonifyOptions.parse(fields)
+        result = await service.toonify(data, options)
+    except (InputError, BadOption, GeneratorUnavailable) as exc:
+        return error_response(exc)
+
+    timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result.timings.items())
+    if options.response == "json":
+        return JSONResponse(
+            {
+                "num_faces": result.num_faces,
+                "faces": [{k: v for k, v in face.items() if k != "quad"} for face in result.faces],
+                "timings_ms": {k: round(v * 1000, 1) for k, v in result.timings.items()},
+                "media_type": options.media_type,
+                "image": to_base64(result.body),
+            },
+            headers={"Server-Timing": timing},
+        )
+    return Response(
+        result.body,
+        media_type=options.media_type,
+        headers={
+            "X-Num-Faces": str(result.num_faces),
+            "X-Face-Boxes": json.dumps([face["box"] for face in result.faces]),
+            "Server-Timing": timing,
+        },
+    )
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(PAGE, media_type="text/html")
+
+
+http_app = Starlette(
+    routes=[Route("/", page, methods=["GET"]), Route("/toonify", toonify_endpoint, methods=["POST"])]
+)
+Toonify.mount_asgi_app(http_app, path="/")

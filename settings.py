@@ -1,0 +1,51 @@
+"""Service settings, from TOONIFY_* environment variables (read once, at import).
+
+Every field's default is what `bentoml serve` uses on a fresh machine; docs/configuration.md
+lists them. Worker counts and batching are read when the service classes are defined, so they
+must be set before `bentoml serve` starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    generator_model: str = "toon-filter:latest"  # a tag in the BentoML model store
+    detector_model: str = "mtcnn:latest"
+    crop_size: int = 512  # aligned face side sent to the generator
+    supersample: int = 2
+    detect_size: int = 640
+    min_face_size: int = 32
+    max_faces: int = 8  # faces toonified per photo with all_faces or paste_back
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    draft_long_side: int = 1600
+    preprocess_workers: int = 2
+    generator_workers: int = 1
+    generator_threads: int = 0  # 0: the CPUs this process may use
+    providers: str = "auto"  # or a comma list such as CUDAExecutionProvider,CPUExecutionProvider
+    max_batch_size: int = 8
+    max_latency_ms: int = 30_000
+    request_timeout_s: int = 120
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(f"TOONIFY_{field.name.upper()}")
+            if raw is None:
+                continue
+            kind = type(field.default)
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"TOONIFY_{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)
+
+
+SETTINGS = Settings.from_env()
