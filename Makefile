@@ -3,8 +3,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
+SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv serve test lint bench-preprocess clean
+.PHONY: venv defaults serve test lint build import-animegan grid bench-preprocess bench-service clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,14 +15,34 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(BIN)/.installed
 
+defaults: venv
+	$(BIN)/python -m model_store build-defaults
+
+serve: defaults
+	$(BIN)/bentoml serve service:Toonify --port $(PORT)
+
 test: venv
 	$(BIN)/python -m pytest -q
 
 lint: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+build: defaults
+	$(BIN)/bentoml build
+
+import-animegan: defaults
+	$(BIN)/python -m model_store import-generator $(SHARED_MODELS)/animeganv3_tiny_cute.onnx \
+		--name animeganv3 --layout NHWC --value-range=-1,1 --size 512 \
+		--licence "AnimeGANv3 author's terms: non-commercial use only"
+
+grid: defaults
+	$(BIN)/python docs/make_grid.py
+
 bench-preprocess: venv
 	$(BIN)/python benchmarks/preprocess.py
+
+bench-service: defaults
+	$(BIN)/python benchmarks/service_vs_raw.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

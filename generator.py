@@ -108,8 +108,12 @@ class OnnxGenerator:
             str(model_path), options, providers=pick_providers(providers)
         )
         self.load_seconds = time.perf_counter() - started
-        self.input_name = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
         self.output_name = self.session.get_outputs()[0].name
+        # Some exports fix the batch axis at 1 (AnimeGANv3 does): feed those one crop at a time.
+        batch_axis = model_input.shape[0] if model_input.shape else None
+        self.max_batch = batch_axis if isinstance(batch_axis, int) and batch_axis > 0 else None
 
     @property
     def providers(self) -> list[str]:
@@ -124,8 +128,12 @@ class OnnxGenerator:
         if (height, width) != (size, size):
             crops = resize_batch(crops, size)
         tensor = self.signature.to_model_input(crops)
-        output = self.session.run([self.output_name], {self.input_name: tensor})[0]
-        toons = self.signature.from_model_output(output)
+        step = self.max_batch or len(tensor)
+        outputs = [
+            self.session.run([self.output_name], {self.input_name: tensor[i : i + step]})[0]
+            for i in range(0, len(tensor), step)
+        ]
+        toons = self.signature.from_model_output(np.concatenate(outputs))
         if toons.shape[1:3] != (height, width):
             toons = resize_batch(toons, height, width)
         return toons

@@ -116,7 +116,9 @@ class Preprocess:
     def __init__(self) -> None:
         self.detector = create_detector(
             detector_spec(self.detector_model),
-            DetectorSettings(detect_size=SETTINGS.detect_size, min_face_size=SETTINGS.min_face_size),
+            DetectorSettings(
+                detect_size=SETTINGS.detect_size, min_face_size=SETTINGS.min_face_size
+            ),
         )
 
     @bentoml.api
@@ -137,7 +139,11 @@ class Preprocess:
                 supersample=SETTINGS.supersample,
             )
         except InputError as exc:
-            return {"error": exc.code, "detail": str(exc), "num_faces": getattr(exc, "num_faces", 0)}
+            return {
+                "error": exc.code,
+                "detail": str(exc),
+                "num_faces": getattr(exc, "num_faces", 0),
+            }
         return {
             "num_faces": prepared.num_faces,
             "faces": [
@@ -255,7 +261,9 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, dict[str, st
         form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
         upload = form.get("image")
         if upload is None or isinstance(upload, str):
-            raise BadOption("Send the photo as the multipart file field 'image', or as the raw body.")
+            raise BadOption(
+                "Send the photo as the multipart file field 'image', or as the raw body."
+            )
         fields.update({k: v for k, v in form.items() if isinstance(v, str)})
         return await upload.read(), fields
     return body, fields
@@ -270,7 +278,9 @@ async def toonify_endpoint(request: Request) -> Response:
     except (InputError, BadOption, GeneratorUnavailable) as exc:
         return error_response(exc)
 
-    timing = ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result.timings.items())
+    timing = ", ".join(
+        f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result.timings.items()
+    )
     if options.response == "json":
         return JSONResponse(
             {
@@ -298,6 +308,9 @@ async def page(request: Request) -> Response:
 
 
 http_app = Starlette(
-    routes=[Route("/", page, methods=["GET"]), Route("/toonify", toonify_endpoint, methods=["POST"])]
+    routes=[
+        Route("/", page, methods=["GET"]),
+        Route("/toonify", toonify_endpoint, methods=["POST"]),
+    ]
 )
 Toonify.mount_asgi_app(http_app, path="/")

@@ -44,7 +44,9 @@ class Settings:
             try:
                 values[field.name] = kind(raw)
             except ValueError:
-                raise ValueError(f"TOONIFY_{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+                raise ValueError(
+                    f"TOONIFY_{field.name.upper()}={raw!r} is not a valid {kind.__name__}"
+                ) from None
         return cls(**values)
 
 

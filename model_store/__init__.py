@@ -37,7 +37,7 @@ def sha256_of(path: Path) -> str:
 
 
 def check_generator(path: Path, signature: GeneratorSignature) -> None:
-    """Run the model once on a grey batch of two; raise ModelImportError if it does not fit."""
+    """Run the model once on a grey crop; raise ModelImportError if it does not fit."""
     try:
         model = OnnxGenerator(path, signature, threads=1)
     except Exception as exc:
@@ -81,10 +81,15 @@ def import_generator(
     if not path.is_file():
         raise ModelImportError(f"no such model file: {path}")
     check_generator(path, signature)
+    digest = sha256_of(path)
+    existing = _latest_with(name, digest)
+    stored = existing.info.metadata if existing is not None else {}
+    if existing is not None and all(stored.get(k) == v for k, v in signature.to_metadata().items()):
+        return existing  # the same file, already imported: keep the store free of duplicates
     metadata = {
         "kind": "generator",
         **signature.to_metadata(),
-        "sha256": sha256_of(path),
+        "sha256": digest,
         "licence": licence,
         "description": description,
         "source_file": path.name,
@@ -103,12 +108,18 @@ def import_detector(path: str | Path, name: str, family: str, licence: str) -> b
 
     path = Path(path)
     if family not in DETECTOR_FAMILIES:
-        raise ModelImportError(f"unknown detector family {family!r}: {', '.join(DETECTOR_FAMILIES)}")
+        raise ModelImportError(
+            f"unknown detector family {family!r}: {', '.join(DETECTOR_FAMILIES)}"
+        )
     files = [path / f for f in MTCNN_FILES] if family == "mtcnn" else [path]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise ModelImportError(f"missing detector file(s): {', '.join(missing)}")
     stored_names = [f.name if family == "mtcnn" else MODEL_FILE for f in files]
+    digests = {stored: sha256_of(f) for f, stored in zip(files, stored_names, strict=True)}
+    existing = _latest_with(name, digests)
+    if existing is not None:
+        return existing
     with tempfile.TemporaryDirectory() as staging:
         for file, stored in zip(files, stored_names, strict=True):
             shutil.copyfile(file, Path(staging) / stored)
@@ -121,15 +132,22 @@ def import_detector(path: str | Path, name: str, family: str, licence: str) -> b
             "kind": "detector",
             "family": family,
             "files": stored_names,
-            "sha256": {stored: sha256_of(f) for f, stored in zip(files, stored_names, strict=True)},
+            "sha256": digests,
             "licence": licence,
         }
-        with bentoml.models.create(
-            name, labels={"kind": "detector"}, metadata=metadata
-        ) as model:
+        with bentoml.models.create(name, labels={"kind": "detector"}, metadata=metadata) as model:
             for file in Path(staging).iterdir():
                 shutil.copyfile(file, Path(model.path) / file.name)
     return bentoml.models.get(model.tag)
+
+
+def _latest_with(name: str, digest: str | dict) -> bentoml.Model | None:
+    """``name:latest`` if it holds exactly these files, else None."""
+    try:
+        model = bentoml.models.get(f"{name}:latest")
+    except bentoml.exceptions.NotFound:
+        return None
+    return model if model.info.metadata.get("sha256") == digest else None
 
 
 def _grey_photo():
@@ -167,4 +185,6 @@ def build_defaults() -> list[bentoml.Model]:
 
 
 def list_models() -> list[bentoml.Model]:
-    return [m for m in bentoml.models.list() if m.info.labels.get("kind") in ("generator", "detector")]
+    return [
+        m for m in bentoml.models.list() if m.info.labels.get("kind") in ("generator", "detector")
+    ]

@@ -1,10 +1,10 @@
 """Manage the service's models in the BentoML model store.
 
-    python -m model_store build-defaults
-    python -m model_store import-generator PATH --name NAME [--layout NCHW|NHWC]
-        [--value-range=-1,1] [--size 512] [--channel-order RGB|BGR] --licence TEXT
-    python -m model_store import-detector PATH --name NAME --family scrfd|yunet|mtcnn --licence TEXT
-    python -m model_store list
+python -m model_store build-defaults
+python -m model_store import-generator PATH --name NAME [--layout NCHW|NHWC]
+    [--value-range=-1,1] [--size 512] [--channel-order RGB|BGR] --licence TEXT
+python -m model_store import-detector PATH --name NAME --family scrfd|yunet|mtcnn --licence TEXT
+python -m model_store list
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def _value_range(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as -1,1 or 0,255: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected LOW,HIGH such as -1,1 or 0,255: {text!r}"
+        ) from None
     return low, high
 
 
@@ -38,11 +40,13 @@ def _describe(model) -> str:
         detail = f"{meta['layout']} {meta['channel_order']} {meta['value_range']} {meta['size']}px"
     else:
         detail = f"detector {meta.get('family')}"
-    return f"{str(model.tag):<40} {detail:<36} {meta.get('licence', '')}"
+    return f"{model.tag!s:<40} {detail:<36} {meta.get('licence', '')}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_store", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m model_store", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build-defaults", help="register the offline detector and toon-filter")
 
@@ -50,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("path")
     gen.add_argument("--name", required=True)
     gen.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW")
-    gen.add_argument("--value-range", type=_value_range, default=(-1.0, 1.0),
-                     help="input and output range, e.g. --value-range=-1,1 (default) or 0,255")
+    gen.add_argument(
+        "--value-range",
+        type=_value_range,
+        default=(-1.0, 1.0),
+        help="input and output range, e.g. --value-range=-1,1 (default) or 0,255",
+    )
     gen.add_argument("--size", type=int, default=512)
     gen.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB")
     gen.add_argument("--licence", required=True, help="licence note stored with the model")
@@ -71,8 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             for model in build_defaults():
                 print(f"registered {model.tag}")
         elif args.command == "import-generator":
-            signature = GeneratorSignature(args.layout, args.value_range, args.size, args.channel_order)
-            model = import_generator(args.path, args.name, signature, args.licence, args.description)
+            signature = GeneratorSignature(
+                args.layout, args.value_range, args.size, args.channel_order
+            )
+            model = import_generator(
+                args.path, args.name, signature, args.licence, args.description
+            )
             print(f"imported {model.tag} (sha256 {model.info.metadata['sha256'][:12]}...)")
         elif args.command == "import-detector":
             model = import_detector(args.path, args.name, args.family, args.licence)

@@ -78,9 +78,13 @@ def build_toon_filter(
     luma_weights = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
     luma = g.op("Conv", smooth, g.const(luma_weights))
     step = g.const(np.float32(levels))
-    banded = g.op("Div", g.op("Add", g.op("Round", g.op("Mul", luma, step)), g.const(np.float32(0.5))), step)
+    banded = g.op(
+        "Div", g.op("Add", g.op("Round", g.op("Mul", luma, step)), g.const(np.float32(0.5))), step
+    )
     gain = g.op("Div", banded, g.op("Add", luma, g.const(np.float32(0.02))))
-    flat = g.op("Mul", smooth, g.op("Clip", gain, g.const(np.float32(0.5)), g.const(np.float32(1.6))))
+    flat = g.op(
+        "Mul", smooth, g.op("Clip", gain, g.const(np.float32(0.5)), g.const(np.float32(1.6)))
+    )
     sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
     sobel = np.stack([sobel_x, sobel_x.T])[:, None]  # (2, 1, 3, 3)
     pads = g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64))
@@ -97,12 +101,16 @@ def build_toon_filter(
         g.const(np.float32(0.0)),
         g.const(np.float32(1.0)),
     )  # fmt: skip
-    shade = g.op("Sub", g.const(np.float32(1.0)), g.op("Mul", edges, g.const(np.float32(edge_darkness))))
+    shade = g.op(
+        "Sub", g.const(np.float32(1.0)), g.op("Mul", edges, g.const(np.float32(edge_darkness)))
+    )
     drawn = g.op("Mul", flat, shade)
 
     scaled = g.op("Sub", g.op("Mul", drawn, g.const(np.float32(2.0))), g.const(np.float32(1.0)))
     g.nodes.append(
-        helper.make_node("Clip", [scaled, g.const(np.float32(-1)), g.const(np.float32(1))], [OUTPUT])
+        helper.make_node(
+            "Clip", [scaled, g.const(np.float32(-1)), g.const(np.float32(1))], [OUTPUT]
+        )
     )
 
     shape = ["N", 3, "H", "W"]

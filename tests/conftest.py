@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +17,11 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models"))
+
+# Tests get a model store of their own, before anything imports bentoml; served instances
+# started by the tests inherit it.
+os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="toonify-test-bentoml-")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 
 # FFHQ's mean eye centres in a 512 crop (the 5-point template facexlib ships for FFHQ 512).
 FFHQ_EYES_512 = np.array([[192.98, 239.95], [318.90, 240.19]])
@@ -61,3 +71,91 @@ def detectors() -> dict:
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def default_models():
+    from model_store import build_defaults
+
+    return {model.tag.name: model for model in build_defaults()}
+
+
+@pytest.fixture(scope="session")
+def learned_models(default_models):
+    """AnimeGANv3 and SCRFD-2.5G from ../shared/models, imported as the README says."""
+    from generator import GeneratorSignature
+    from model_store import import_detector, import_generator
+
+    generator = import_generator(
+        asset("animeganv3_tiny_cute.onnx"), "animeganv3",
+        GeneratorSignature(layout="NHWC", value_range=(-1.0, 1.0), size=512),
+        licence="AnimeGANv3 author's terms: non-commercial use only",
+    )  # fmt: skip
+    detector = import_detector(
+        asset("scrfd_2.5g.onnx"), "scrfd-2.5g", "scrfd", "insightface: non-commercial research only"
+    )
+    return generator, detector
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Served:
+    """A real `bentoml serve` of service:Toonify in a subprocess."""
+
+    def __init__(self, env: dict[str, str], log: Path, ready_timeout: float = 180) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "service:Toonify", "--port", str(self.port)],
+            cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited:\n{self.log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def serve(tmp_path_factory):
+    """Start a served instance with extra TOONIFY_* settings; all are stopped at the end."""
+    started: list[Served] = []
+
+    def start(**settings: str) -> Served:
+        env = {f"TOONIFY_{k.upper()}": str(v) for k, v in settings.items()}
+        log = tmp_path_factory.mktemp("serve") / "bentoml.log"
+        server = Served(env, log)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,90 @@
+"""The generator runtime: signature conversions, providers, the toon-filter default."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from generator import GeneratorSignature, OnnxGenerator, pick_providers
+from model_store.toon_filter import build_toon_filter
+
+
+@pytest.fixture(scope="module")
+def toon_filter_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gen") / "toon_filter.onnx"
+    onnx.save(build_toon_filter(), path)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
+@pytest.mark.parametrize("value_range", [(-1.0, 1.0), (0.0, 1.0), (0.0, 255.0)])
+def test_signature_round_trip(layout, channel_order, value_range):
+    signature = GeneratorSignature(layout, value_range, 32, channel_order)
+    crops = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    tensor = signature.to_model_input(crops)
+    assert tensor.dtype == np.float32
+    assert tensor.shape == ((2, 3, 32, 32) if layout == "NCHW" else (2, 32, 32, 3))
+    assert tensor.min() >= value_range[0] and tensor.max() <= value_range[1]
+    np.testing.assert_array_equal(signature.from_model_output(tensor), crops)
+
+
+def test_signature_conventions_are_the_documented_ones():
+    red = np.zeros((1, 16, 16, 3), dtype=np.uint8)
+    red[..., 0] = 255
+    nchw_bgr = GeneratorSignature("NCHW", (-1.0, 1.0), 16, "BGR").to_model_input(red)
+    assert nchw_bgr[0, 2].min() == 1.0 and nchw_bgr[0, 0].max() == -1.0  # red is channel 2
+
+
+def test_signature_rejects_nonsense():
+    for bad in [dict(layout="CHW"), dict(channel_order="RGBA"), dict(value_range=(1.0, 1.0)),
+                dict(size=4)]:  # fmt: skip
+        with pytest.raises(ValueError):
+            GeneratorSignature(**bad)
+    signature = GeneratorSignature("NHWC", (0.0, 255.0), 256, "BGR")
+    assert GeneratorSignature.from_metadata(signature.to_metadata()) == signature
+
+
+def test_toon_filter_changes_faces_keeps_shape(toon_filter_path, astronaut):
+    generator = OnnxGenerator(toon_filter_path, GeneratorSignature(), threads=1)
+    crop = np.asarray(astronaut)[None]
+    toon = generator(crop)
+    assert toon.shape == crop.shape and toon.dtype == np.uint8
+    assert np.abs(toon.astype(int) - crop).mean() > 8  # visibly stylised
+    assert np.abs(toon.astype(int) - crop).mean() < 60  # but still the same picture
+    np.testing.assert_array_equal(generator(crop), toon)  # deterministic
+    assert generator.warm_up() > 0
+
+
+def test_crops_of_another_size_are_resized_both_ways(toon_filter_path, astronaut):
+    generator = OnnxGenerator(toon_filter_path, GeneratorSignature(size=256), threads=1)
+    crops = np.stack([np.asarray(astronaut)] * 2)
+    assert generator(crops).shape == (2, 512, 512, 3)
+
+
+def test_generator_refuses_wrong_input(toon_filter_path):
+    generator = OnnxGenerator(toon_filter_path, GeneratorSignature(), threads=1)
+    with pytest.raises(ValueError):
+        generator(np.zeros((512, 512, 3), dtype=np.uint8))
+    with pytest.raises(ValueError):
+        generator(np.zeros((1, 512, 512, 3), dtype=np.float32))
+
+
+def test_providers_auto_and_explicit():
+    assert pick_providers("auto")[-1] == "CPUExecutionProvider"
+    assert pick_providers("CPUExecutionProvider") == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="not available"):
+        pick_providers("NoSuchExecutionProvider")
+
+
+def test_models_with_a_fixed_batch_of_one_get_one_crop_at_a_time(astronaut):
+    from .conftest import asset
+
+    signature = GeneratorSignature("NHWC", (-1.0, 1.0), 256)
+    generator = OnnxGenerator(asset("animeganv3_tiny_cute.onnx"), signature, threads=1)
+    assert generator.max_batch == 1
+    crops = np.stack([np.asarray(astronaut.resize((256, 256)))] * 3)
+    toons = generator(crops)
+    assert toons.shape == crops.shape
+    np.testing.assert_array_equal(toons[0], toons[2])

@@ -1,0 +1,108 @@
+"""The model store: defaults, imports with metadata, and clear refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from generator import GeneratorSignature
+from model_store import (
+    MODEL_FILE,
+    ModelImportError,
+    build_defaults,
+    detector_spec,
+    import_detector,
+    import_generator,
+    list_models,
+    sha256_of,
+)
+from preprocess import create_detector
+
+from .conftest import ROOT, asset
+
+
+def test_defaults_are_registered_with_honest_metadata(default_models):
+    generator, detector = default_models["toon-filter"], default_models["mtcnn"]
+    meta = generator.info.metadata
+    assert meta["kind"] == "generator" and meta["layout"] == "NCHW"
+    assert meta["value_range"] == [-1.0, 1.0] and meta["size"] == 512
+    assert "no learned weights" in meta["description"]
+    assert meta["sha256"] == sha256_of(generator.path_of(MODEL_FILE))
+    assert (
+        detector.info.metadata["family"] == "mtcnn" and "MIT" in detector.info.metadata["licence"]
+    )
+
+
+def test_build_defaults_is_idempotent(default_models):
+    again = {model.tag.name: model.tag for model in build_defaults()}
+    assert again == {name: model.tag for name, model in default_models.items()}
+
+
+def test_stored_detector_runs(default_models, astronaut):
+    detector = create_detector(detector_spec(default_models["mtcnn"]))
+    assert len(detector.detect(astronaut)) == 1
+
+
+def test_animeganv3_import_records_signature_and_licence(learned_models):
+    generator, detector = learned_models
+    meta = generator.info.metadata
+    assert (meta["layout"], meta["channel_order"], meta["size"]) == ("NHWC", "RGB", 512)
+    assert meta["sha256"] == sha256_of(asset("animeganv3_tiny_cute.onnx"))
+    assert "non-commercial" in meta["licence"]
+    assert detector.info.metadata["family"] == "scrfd"
+    assert {m.tag.name for m in list_models()} >= {"animeganv3", "scrfd-2.5g", "toon-filter"}
+
+
+def test_wrong_layout_is_refused():
+    with pytest.raises(ModelImportError, match="does not run"):
+        import_generator(asset("animeganv3_tiny_cute.onnx"), "bad", GeneratorSignature("NCHW"), "x")
+
+
+def _shrinking_model(path):
+    """A model that runs but halves the image: not a generator of the declared size."""
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    graph = helper.make_graph(
+        [node], "half",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "h", "w"])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+
+
+def test_signature_mismatch_and_missing_files_are_refused(tmp_path):
+    _shrinking_model(tmp_path / "half.onnx")
+    with pytest.raises(ModelImportError, match="output shape"):
+        import_generator(tmp_path / "half.onnx", "bad", GeneratorSignature(), "x")
+    with pytest.raises(ModelImportError, match="no such model file"):
+        import_generator(tmp_path / "absent.onnx", "bad", GeneratorSignature(), "x")
+    (tmp_path / "junk.onnx").write_bytes(np.arange(100, dtype=np.uint8).tobytes())
+    with pytest.raises(ModelImportError, match="does not load"):
+        import_generator(tmp_path / "junk.onnx", "bad", GeneratorSignature(), "x")
+    with pytest.raises(ModelImportError, match="does not run as a yunet"):
+        import_detector(tmp_path / "half.onnx", "bad", "yunet", "x")
+
+
+def test_cli_reports_errors_in_one_line(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "model_store", "import-generator", str(tmp_path / "no.onnx"),
+         "--name", "x", "--licence", "x"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.strip().startswith("error: no such model file")
+
+
+def test_cli_lists_models(default_models):
+    run = subprocess.run(
+        [sys.executable, "-m", "model_store", "list"], capture_output=True, text=True, cwd=ROOT,
+        timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0
+    assert "toon-filter:" in run.stdout and "detector mtcnn" in run.stdout
