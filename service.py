@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import bentoml
 import numpy as np
 from PIL import Image
@@ -61,6 +62,20 @@ ERROR_BY_CODE = {error.code: error for error in USER_ERRORS}
 
 class GeneratorUnavailable(Exception):
     code = "generator_unavailable"
+
+
+async def call_dependency(method, **kwargs):
+    """Call another service, retrying once when a pooled connection was already closed.
+
+    BentoML's internal client keeps idle connections longer than uvicorn's 5 s keep-alive
+    (bentoml/BentoML#4971), so the first call after a pause can fail before it is sent. The
+    calls here are idempotent.
+    """
+    try:
+        return await method(**kwargs)
+    except aiohttp.ClientConnectionError:
+        logger.info("connection to a dependency was reset; retrying once")
+        return await method(**kwargs)
 
 
 def decode_settings(full_resolution: bool = False) -> DecodeSettings:
@@ -185,7 +200,8 @@ class Toonify:
     async def toonify(self, data: bytes, options: ToonifyOptions) -> ToonifyResult:
         """The whole request: preprocess, generate, then paste back or lay out the faces."""
         loop = asyncio.get_running_loop()
-        prepared = await self.preprocess.to_async.prepare(
+        prepared = await call_dependency(
+            self.preprocess.to_async.prepare,
             image=data,
             face_index=options.face_index,
             all_faces=options.all_faces or options.paste_back,
@@ -200,7 +216,7 @@ class Toonify:
 
         started = loop.time()
         try:
-            toons = await self.generator.to_async.generate(prepared["crops"])
+            toons = await call_dependency(self.generator.to_async.generate, crops=prepared["crops"])
         except Exception as exc:
             logger.exception("generator call failed")
             raise GeneratorUnavailable(f"The toon generator is unavailable ({exc}).") from None
@@ -209,10 +225,15 @@ class Toonify:
         started = loop.time()
         if options.paste_back:
             quads = [face["quad"] for face in prepared["faces"]]
-            body = await self.preprocess.to_async.compose(
-                image=data, quads=quads, toons=toons, format=options.format,
-                quality=options.quality, long_side=options.size,
-            )  # fmt: skip
+            body = await call_dependency(
+                self.preprocess.to_async.compose,
+                image=data,
+                quads=quads,
+                toons=toons,
+                format=options.format,
+                quality=options.quality,
+                long_side=options.size,
+            )
         else:
             aligned = prepared["crops"] if options.return_aligned else None
             sheet = face_sheet(toons, aligned, options.size)
