@@ -7,6 +7,8 @@ toon-filter without it). Rounds alternate raw loop / service so drift hits both 
 
 - raw: one ONNX Runtime session with default options in this process, images fed one at a time
   (the model's batch axis is fixed at 1), input already converted: the model's own ceiling.
+- pipeline: the same work as one /toonify request (decode, detect, align, generate, encode),
+  one photo at a time in this process: what the service adds beyond the model, without serving.
 - service: `bentoml serve service:Toonify` with the same model; `--concurrency` clients POST
   the astronaut photo to /toonify until `--images` are answered. This includes everything the
   service does per photo: HTTP, decode, detect, align, transfer, generate, encode.
@@ -65,6 +67,22 @@ def raw_throughput(model_path: str, tensor: np.ndarray, images: int) -> float:
     return images / (time.perf_counter() - started)
 
 
+def pipeline_throughput(model_path: str, signature, photo: bytes, images: int) -> float:
+    from generator import OnnxGenerator
+    from preprocess.pipeline import prepare_photo
+    from responses import encode_image
+
+    generator = OnnxGenerator(model_path, signature)
+    detector = create_detector("mtcnn")
+    generator.warm_up()
+    started = time.perf_counter()
+    for _ in range(images):
+        prepared = prepare_photo(photo, detector, crop_size=signature.size)
+        toons = generator(np.stack([np.asarray(a.image) for a in prepared.aligned]))
+        encode_image(Image.fromarray(toons[0]), "jpeg")
+    return images / (time.perf_counter() - started)
+
+
 def service_throughput(url: str, photo: bytes, images: int, concurrency: int) -> float:
     def post(_: int) -> None:
         response = httpx.post(f"{url}/toonify", content=photo, timeout=300)
@@ -98,22 +116,28 @@ def main() -> None:
 
     log = Path(tempfile.mkdtemp()) / "serve.log"
     server = Served({"TOONIFY_GENERATOR_MODEL": str(model.tag)}, log)
-    raw, served = [], []
+    raw, pipeline, served = [], [], []
     try:
         for round_number in range(1, args.rounds + 1):
             raw.append(raw_throughput(model.path_of(MODEL_FILE), tensor, args.images))
+            pipeline.append(
+                pipeline_throughput(model.path_of(MODEL_FILE), signature, photo, args.images)
+            )
             served.append(service_throughput(server.url, photo, args.images, args.concurrency))
-            print(f"round {round_number}: raw {raw[-1]:.2f} images/s, service {served[-1]:.2f} "
-                  f"images/s, ratio {served[-1] / raw[-1]:.3f}", flush=True)  # fmt: skip
+            print(f"round {round_number}: raw {raw[-1]:.2f}, in-process pipeline "
+                  f"{pipeline[-1]:.2f}, service {served[-1]:.2f} images/s", flush=True)  # fmt: skip
     finally:
         server.stop()
 
     raw_median, served_median = statistics.median(raw), statistics.median(served)
+    pipeline_median = statistics.median(pipeline)
     ratio = served_median / raw_median
     print(f"\nmodel: {label}; {os.cpu_count()} CPUs; {args.images} images x {args.rounds} rounds, "
           f"{args.concurrency} concurrent clients")  # fmt: skip
     print(f"raw ONNX Runtime loop      {raw_median:6.2f} images/s (median)")
+    print(f"in-process pipeline        {pipeline_median:6.2f} images/s (median)")
     print(f"service /toonify saturated {served_median:6.2f} images/s (median)")
+    print(f"ratio service / pipeline   {served_median / pipeline_median:6.3f}")
     print(f"ratio service / raw        {ratio:6.3f}  goal >= {GOAL}: "
           f"{'met' if ratio >= GOAL else 'missed'}")  # fmt: skip
 
