@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv defaults serve test lint build import-animegan grid bench-preprocess bench-service clean
+.PHONY: venv defaults serve test lint build import-animegan grid bench-preprocess bench-service bench-cost clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-preprocess: venv
 
 bench-service: defaults
 	$(BIN)/python benchmarks/service_vs_raw.py
+
+bench-cost: defaults
+	$(BIN)/python benchmarks/cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

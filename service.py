@@ -14,20 +14,25 @@ Run with `bentoml serve` (all three as separate worker groups); settings: settin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import bentoml
 import numpy as np
+from bentoml.exceptions import BentoMLException
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+import metrics
+from cost import BillingMeter, Charge, RollingCost, profile_from_env
 from generator import GeneratorSignature, OnnxGenerator
 from model_store import MODEL_FILE, detector_spec
 from preprocess import (
@@ -58,6 +63,7 @@ USER_ERRORS: dict[type[Exception], int] = {
     NoFaceFound: 422,
 }
 ERROR_BY_CODE = {error.code: error for error in USER_ERRORS}
+OUTCOMES = {NoFaceFound: "no_face", ImageTooLarge: "too_large"}  # other user errors: bad_input
 
 
 class GeneratorUnavailable(Exception):
@@ -108,6 +114,10 @@ class Generator:
             "generator %s on %s: loaded in %.2f s, warm-up %.2f s",
             self.model.tag, self.generator.providers, self.generator.load_seconds, warm_up,
         )  # fmt: skip
+        metrics.model_load_seconds.labels(str(self.model.tag)).set(
+            self.generator.load_seconds + warm_up
+        )
+        metrics.ready.labels("generator").set(1)
 
     @bentoml.api(
         batchable=True,
@@ -115,9 +125,18 @@ class Generator:
         max_batch_size=SETTINGS.max_batch_size,
         max_latency_ms=SETTINGS.max_latency_ms,
     )
-    def generate(self, crops: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) uint8 RGB aligned crops -> toon crops of the same shape."""
-        return self.generator(crops)
+    def generate(self, items: list[dict]) -> list[dict]:
+        """Items {"crop": (S, S, 3) uint8 RGB, "sent": unix time} -> {"toon": same shape}."""
+        started = time.time()
+        toons = self.generator(np.stack([item["crop"] for item in items]))
+        seconds = time.time() - started
+        metrics.generator_batch_seconds.observe(seconds)
+        metrics.generator_batch_size.observe(len(items))
+        queue, generate = (metrics.stage_seconds.labels(s) for s in ("generator_queue", "generate"))
+        for item in items:
+            queue.observe(max(0.0, started - item["sent"]))
+            generate.observe(seconds / len(items))
+        return [{"toon": toon} for toon in toons]
 
 
 @bentoml.service(
@@ -129,12 +148,16 @@ class Preprocess:
     detector_model = bentoml.models.BentoModel(SETTINGS.detector_model)
 
     def __init__(self) -> None:
+        started = time.perf_counter()
         self.detector = create_detector(
             detector_spec(self.detector_model),
             DetectorSettings(
                 detect_size=SETTINGS.detect_size, min_face_size=SETTINGS.min_face_size
             ),
         )
+        load_seconds = time.perf_counter() - started
+        metrics.model_load_seconds.labels(str(self.detector_model.tag)).set(load_seconds)
+        metrics.ready.labels("preprocess").set(1)
 
     @bentoml.api
     def prepare(
@@ -159,6 +182,9 @@ class Preprocess:
                 "detail": str(exc),
                 "num_faces": getattr(exc, "num_faces", 0),
             }
+        for stage, seconds in prepared.timings.items():
+            metrics.stage_seconds.labels(stage).observe(seconds)
+        metrics.faces.inc(prepared.num_faces)
         return {
             "num_faces": prepared.num_faces,
             "faces": [
@@ -180,8 +206,10 @@ class Preprocess:
             AlignedFace(image=Image.fromarray(toon), quad=np.asarray(quad, dtype=np.float64))
             for toon, quad in zip(toons, quads, strict=True)
         ]
-        photo = compose_photo(image, faces, decode_settings(full_resolution=True))
-        return encode_image(shrink_to(photo, long_side), format, quality)
+        with metrics.stage_seconds.labels("paste_back").time():
+            photo = shrink_to(compose_photo(image, faces, decode_settings(True)), long_side)
+        with metrics.stage_seconds.labels("encode").time():
+            return encode_image(photo, format, quality)
 
 
 @dataclass
@@ -196,6 +224,22 @@ class ToonifyResult:
 class Toonify:
     preprocess = bentoml.depends(Preprocess)
     generator = bentoml.depends(Generator)
+
+    def __init__(self) -> None:
+        # One meter per instance: run one entry worker (it is async) so overlaps are seen.
+        self.cost_profile = profile_from_env()
+        self.meter = BillingMeter(
+            self.cost_profile, SETTINGS.billed_vcpu, SETTINGS.billed_memory_gib
+        )
+        self.recent_cost = RollingCost(SETTINGS.cost_window_s)
+        metrics.ready.labels("toonify").set(1)
+
+    def bill(self, charge: Charge, images: int = 0) -> None:
+        profile = self.cost_profile.name
+        metrics.billed_seconds.labels(profile).inc(charge.seconds)
+        metrics.billed_usd.labels(profile).inc(charge.usd)
+        self.recent_cost.add(charge.usd, images)
+        metrics.cost_per_1000_images_usd.labels(profile).set(self.recent_cost.per_1000_images())
 
     async def toonify(self, data: bytes, options: ToonifyOptions) -> ToonifyResult:
         """The whole request: preprocess, generate, then paste back or lay out the faces."""
@@ -216,11 +260,14 @@ class Toonify:
 
         started = loop.time()
         try:
-            toons = await call_dependency(self.generator.to_async.generate, crops=prepared["crops"])
+            sent = time.time()
+            items = [{"crop": crop, "sent": sent} for crop in prepared["crops"]]
+            results = await call_dependency(self.generator.to_async.generate, items=items)
         except Exception as exc:
             logger.exception("generator call failed")
             raise GeneratorUnavailable(f"The toon generator is unavailable ({exc}).") from None
         timings["generate"] = loop.time() - started
+        toons = np.stack([result["toon"] for result in results])
 
         started = loop.time()
         if options.paste_back:
@@ -237,7 +284,8 @@ class Toonify:
         else:
             aligned = prepared["crops"] if options.return_aligned else None
             sheet = face_sheet(toons, aligned, options.size)
-            body = await asyncio.to_thread(encode_image, sheet, options.format, options.quality)
+            with metrics.stage_seconds.labels("encode").time():
+                body = await asyncio.to_thread(encode_image, sheet, options.format, options.quality)
         timings["encode"] = loop.time() - started
         return ToonifyResult(body, prepared["num_faces"], prepared["faces"], timings)
 
@@ -292,28 +340,46 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, dict[str, st
 
 async def toonify_endpoint(request: Request) -> Response:
     service: Toonify = bentoml.get_current_service()
+    service.bill(service.meter.started())
+    metrics.requests_in_flight.inc()
+    outcome = "error"
+    try:
+        response, outcome = await toonify_response(service, request)
+        return response
+    finally:
+        metrics.requests_in_flight.dec()
+        metrics.images.labels(outcome).inc()
+        service.bill(service.meter.finished(), images=1 if outcome == "ok" else 0)
+
+
+async def toonify_response(service: Toonify, request: Request) -> tuple[Response, str]:
+    """The response and its outcome label for the images counter."""
     try:
         data, fields = await read_upload(request, SETTINGS.max_bytes)
         options = ToonifyOptions.parse(fields)
         result = await service.toonify(data, options)
-    except (InputError, BadOption, GeneratorUnavailable) as exc:
-        return error_response(exc)
+    except GeneratorUnavailable as exc:
+        return error_response(exc), "error"
+    except (InputError, BadOption) as exc:
+        return error_response(exc), OUTCOMES.get(type(exc), "bad_input")
+    except Exception:
+        logger.exception("toonify request failed")
+        body = {"error": "internal", "detail": "Something went wrong on our side; it is logged."}
+        return JSONResponse(body, status_code=500), "error"
 
     timing = ", ".join(
         f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in result.timings.items()
     )
     if options.response == "json":
-        return JSONResponse(
-            {
-                "num_faces": result.num_faces,
-                "faces": [{k: v for k, v in face.items() if k != "quad"} for face in result.faces],
-                "timings_ms": {k: round(v * 1000, 1) for k, v in result.timings.items()},
-                "media_type": options.media_type,
-                "image": to_base64(result.body),
-            },
-            headers={"Server-Timing": timing},
-        )
-    return Response(
+        body = {
+            "num_faces": result.num_faces,
+            "faces": [{k: v for k, v in face.items() if k != "quad"} for face in result.faces],
+            "timings_ms": {k: round(v * 1000, 1) for k, v in result.timings.items()},
+            "media_type": options.media_type,
+            "image": to_base64(result.body),
+        }
+        return JSONResponse(body, headers={"Server-Timing": timing}), "ok"
+    response = Response(
         result.body,
         media_type=options.media_type,
         headers={
@@ -322,16 +388,34 @@ async def toonify_endpoint(request: Request) -> Response:
             "Server-Timing": timing,
         },
     )
+    return response, "ok"
 
 
 async def page(request: Request) -> Response:
     return FileResponse(PAGE, media_type="text/html")
 
 
+@contextlib.asynccontextmanager
+async def billing_clock(app: Starlette):
+    """Charge time every second: long busy periods and hourly instances accrue while running."""
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(BentoMLException):  # not instantiated yet
+                service: Toonify = bentoml.get_current_service()
+                service.bill(service.meter.tick())
+
+    task = asyncio.create_task(tick())
+    yield
+    task.cancel()
+
+
 http_app = Starlette(
     routes=[
         Route("/", page, methods=["GET"]),
         Route("/toonify", toonify_endpoint, methods=["POST"]),
-    ]
+    ],
+    lifespan=billing_clock,
 )
 Toonify.mount_asgi_app(http_app, path="/")

@@ -31,6 +31,11 @@ class Settings:
     max_batch_size: int = 8
     max_latency_ms: int = 30_000
     request_timeout_s: int = 120
+    # What the platform bills for one instance (cost accounting; the profile is
+    # TOONIFY_COST_PROFILE, see cost.py).
+    billed_vcpu: float = 2.0
+    billed_memory_gib: float = 4.0
+    cost_window_s: float = 300.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

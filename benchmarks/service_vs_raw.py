@@ -39,7 +39,7 @@ from PIL import Image  # noqa: E402
 from generator import GeneratorSignature  # noqa: E402
 from model_store import MODEL_FILE, build_defaults, import_generator  # noqa: E402
 from preprocess import align_face, create_detector  # noqa: E402
-from tests.conftest import Served  # noqa: E402  (the same server harness the tests use)
+from tests.served import Served  # noqa: E402  (the same harness the tests use)
 
 GOAL = 0.95
 

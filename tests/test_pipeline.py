@@ -60,7 +60,8 @@ def test_services_called_directly(default_models, astronaut):
     grey = preprocess.prepare(png_bytes(Image.new("RGB", (200, 200), "grey")))
     assert grey == {"error": "no_face", "detail": grey["detail"], "num_faces": 0}
 
-    toons = Generator().generate(prepared["crops"])
+    results = Generator().generate([{"crop": crop, "sent": 0.0} for crop in prepared["crops"]])
+    toons = np.stack([result["toon"] for result in results])
     assert toons.shape == prepared["crops"].shape and toons.dtype == np.uint8
     composed = preprocess.compose(
         png_bytes(astronaut), [prepared["faces"][0]["quad"]], toons, "png"

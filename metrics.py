@@ -1,0 +1,63 @@
+"""The service's Prometheus metrics (docs/metrics.md lists each with its PromQL).
+
+Served by BentoML's /metrics in prometheus_client's multiprocess mode: every worker of every
+service writes to the directory BentoML sets before it imports the service, so these are
+module-level objects and gauges say how to combine processes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+STAGES = (
+    "decode", "orient", "detect", "align", "generator_queue", "generate", "paste_back", "encode",
+)  # fmt: skip
+
+stage_seconds = Histogram(
+    "toonify_stage_seconds",
+    "Time per image in each pipeline stage (generate: the image's share of its batch).",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+)
+generator_batch_seconds = Histogram(
+    "toonify_generator_batch_seconds", "Time to run one generator batch.", buckets=STAGE_BUCKETS
+)
+generator_batch_size = Histogram(
+    "toonify_generator_batch_size",
+    "Crops per generator batch.",
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+)
+images = Counter("toonify_images", "Uploaded photos by outcome.", ["outcome"])
+faces = Counter("toonify_faces", "Faces found in uploaded photos.")
+requests_in_flight = Gauge(
+    "toonify_requests_in_flight", "Toonify requests being handled.", multiprocess_mode="livesum"
+)
+model_load_seconds = Gauge(
+    "toonify_model_load_seconds",
+    "Seconds to load a model and warm it up, per model.",
+    ["model"],
+    multiprocess_mode="livemax",
+)
+ready = Gauge(
+    "toonify_ready",
+    "1 when a service's models are loaded and warm.",
+    ["service"],
+    multiprocess_mode="livemax",
+)
+billed_seconds = Counter(
+    "toonify_billed_seconds", "Instance time billed under the price profile.", ["profile"]
+)
+billed_usd = Counter("toonify_billed_usd", "Dollars billed under the price profile.", ["profile"])
+cost_per_1000_images_usd = Gauge(
+    "toonify_cost_per_1000_images_usd",
+    "Billed dollars per 1000 successful images over the rolling window.",
+    ["profile"],
+    multiprocess_mode="livemostrecent",
+)
+
+OUTCOMES = ("ok", "no_face", "bad_input", "too_large", "rejected", "error")
+for outcome in OUTCOMES:  # export zeros so rates exist before the first failure
+    images.labels(outcome)
+for stage in STAGES:
+    stage_seconds.labels(stage)
