@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv defaults serve test lint build import-animegan grid bench-preprocess bench-service bench-cost clean
+.PHONY: venv defaults serve test lint build import-animegan grid bench-preprocess bench-service bench-cost loadtest-day loadtest-capacity clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ bench-service: defaults
 
 bench-cost: defaults
 	$(BIN)/python benchmarks/cost.py
+
+loadtest-day: defaults
+	$(BIN)/python -m loadtest day --start
+
+loadtest-capacity: import-animegan
+	$(BIN)/python -m loadtest capacity --start --model animeganv3:latest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

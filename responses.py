@@ -102,6 +102,12 @@ def face_sheet(
     return sheet
 
 
+def encode_face_sheet(
+    toons: np.ndarray, aligned: np.ndarray | None, options: ToonifyOptions
+) -> bytes:
+    return encode_image(face_sheet(toons, aligned, options.size), options.format, options.quality)
+
+
 def shrink_to(image: Image.Image, long_side: int | None) -> Image.Image:
     if long_side is None or max(image.size) <= long_side:
         return image

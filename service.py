@@ -48,7 +48,14 @@ from preprocess import (
     create_detector,
 )
 from preprocess.pipeline import compose_photo, prepare_photo
-from responses import BadOption, ToonifyOptions, encode_image, face_sheet, shrink_to, to_base64
+from responses import (
+    BadOption,
+    ToonifyOptions,
+    encode_face_sheet,
+    encode_image,
+    shrink_to,
+    to_base64,
+)
 from settings import SETTINGS
 
 logger = logging.getLogger("toonify")
@@ -68,6 +75,10 @@ OUTCOMES = {NoFaceFound: "no_face", ImageTooLarge: "too_large"}  # other user er
 
 class GeneratorUnavailable(Exception):
     code = "generator_unavailable"
+
+
+class Overloaded(Exception):
+    code = "overloaded"
 
 
 async def call_dependency(method, **kwargs):
@@ -283,9 +294,8 @@ class Toonify:
             )
         else:
             aligned = prepared["crops"] if options.return_aligned else None
-            sheet = face_sheet(toons, aligned, options.size)
-            with metrics.stage_seconds.labels("encode").time():
-                body = await asyncio.to_thread(encode_image, sheet, options.format, options.quality)
+            with metrics.stage_seconds.labels("encode").time():  # off the event loop
+                body = await asyncio.to_thread(encode_face_sheet, toons, aligned, options)
         timings["encode"] = loop.time() - started
         return ToonifyResult(body, prepared["num_faces"], prepared["faces"], timings)
 
@@ -296,6 +306,12 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 
 
 def error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, Overloaded):
+        return JSONResponse(
+            {"error": exc.code, "detail": str(exc)},
+            status_code=503,
+            headers={"Retry-After": str(SETTINGS.retry_after_s)},
+        )
     if isinstance(exc, GeneratorUnavailable):
         return JSONResponse(
             {"error": exc.code, "detail": f"{exc} Try again in a few seconds."},
@@ -340,6 +356,12 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, dict[str, st
 
 async def toonify_endpoint(request: Request) -> Response:
     service: Toonify = bentoml.get_current_service()
+    if service.meter.in_flight >= SETTINGS.max_in_flight:
+        # Refuse before reading the body: fast for the client, no memory held for it.
+        metrics.images.labels("rejected").inc()
+        return error_response(
+            Overloaded(f"The service is at capacity; retry in {SETTINGS.retry_after_s} s.")
+        )
     service.bill(service.meter.started())
     metrics.requests_in_flight.inc()
     outcome = "error"

@@ -31,6 +31,10 @@ class Settings:
     max_batch_size: int = 8
     max_latency_ms: int = 30_000
     request_timeout_s: int = 120
+    # Overload: requests beyond this many in flight are refused at once (503, Retry-After)
+    # instead of queueing until they time out; it also bounds memory (uploads held at once).
+    max_in_flight: int = 16
+    retry_after_s: int = 2
     # What the platform bills for one instance (cost accounting; the profile is
     # TOONIFY_COST_PROFILE, see cost.py).
     billed_vcpu: float = 2.0

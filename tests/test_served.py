@@ -182,3 +182,26 @@ def test_learned_generator_gives_a_different_look(learned_server, server, astron
     assert learned_pixels.shape == default_pixels.shape == (512, 512, 3)
     assert np.abs(learned_pixels - default_pixels).mean() > 10
     asset("animeganv3_tiny_cute.onnx")
+
+
+def test_overload_is_refused_fast_and_the_service_recovers(serve, default_models, astronaut):
+    server = serve(max_in_flight=2, retry_after_s=3)
+    data = encoded(astronaut, "JPEG")
+
+    def post(_: int) -> tuple[int, float, str | None, dict]:
+        response = httpx.post(f"{server.url}/toonify", content=data, timeout=120)
+        body = response.json() if response.status_code != 200 else {}
+        elapsed = response.elapsed.total_seconds()
+        return response.status_code, elapsed, response.headers.get("retry-after"), body
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(post, range(12)))
+    served = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 503]
+    assert len(served) + len(refused) == 12 and served and refused
+    for _, elapsed, retry_after, body in refused:
+        assert body["error"] == "overloaded" and retry_after == "3"
+        assert elapsed < 0.1
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert f'toonify_images_total{{outcome="rejected"}} {float(len(refused))}' in metrics
+    assert post(0)[0] == 200  # load gone, service fine

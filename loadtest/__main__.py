@@ -1,0 +1,179 @@
+"""Run a headless Locust load test against the service and write its report.
+
+    python -m loadtest day      [--host URL | --start [--model TAG]] [--rate-scale 1]
+                                [--day-minutes 10]
+    python -m loadtest capacity [--host URL | --start ...] [--p95-bound 5] [--step-rate 0.5]
+                                [--step-seconds 30] [--max-rate 12]
+    python -m loadtest overload --rate 12 [--duration-seconds 90] ...
+    python -m loadtest smoke    (a 30 s day at a low rate, for the test suite)
+    python -m loadtest report --out DIR   (rebuild the report from requests.*.jsonl gathered
+                                           from distributed Locust workers)
+
+The output folder (--out, default loadtest/out/MODE) gets Locust's CSV and HTML report, every
+request as JSON lines, summary.json and summary.md (offered and achieved rate, latency
+percentiles, status codes, rejections, cost per 1000 images from /metrics, capacity and the
+instances needed for 25,000 images an hour) and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from loadtest.report import load_records, markdown, plot, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE_OF = {"day": "day", "smoke": "day", "capacity": "step", "overload": "constant"}
+DEFAULT_OUT = ROOT / "loadtest" / "out"
+
+
+class MetricsSampler(threading.Thread):
+    """Reads cost counters from /metrics and the server's memory every few seconds."""
+
+    def __init__(self, url: str, server_pid: int | None, every: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.url, self.server_pid, self.every = url, server_pid, every
+        self.samples: list[dict] = []
+        self._done = threading.Event()
+
+    def sample(self) -> None:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        values = {"t": time.time(), "usd": 0.0, "ok": 0.0, "gauge": 0.0, "profile": None}
+        for line in text.splitlines():
+            if line.startswith("toonify_billed_usd_total"):
+                values["usd"] += float(line.rsplit(" ", 1)[1])
+                values["profile"] = line.split('profile="')[1].split('"')[0]
+            elif line.startswith('toonify_images_total{outcome="ok"}'):
+                values["ok"] += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("toonify_cost_per_1000_images_usd"):
+                values["gauge"] = float(line.rsplit(" ", 1)[1])
+        values["rss_mb"] = self.server_rss_mb()
+        self.samples.append(values)
+
+    def server_rss_mb(self) -> float | None:
+        if self.server_pid is None:
+            return None
+        try:
+            root = psutil.Process(self.server_pid)
+            processes = [root, *root.children(recursive=True)]
+            return sum(p.memory_info().rss for p in processes) / 2**20
+        except psutil.Error:
+            return None
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.sample()
+            except httpx.HTTPError:
+                pass
+            self._done.wait(self.every)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+        self.sample()
+
+
+def locust_command(args, url: str, out: Path) -> list[str]:
+    command = [
+        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless", "--host", url, "--loglevel", "WARNING", "--only-summary",
+        "--csv", str(out / "locust"), "--csv-full-history", "--html", str(out / "report.html"),
+        "--requests-log", str(out / "requests"), "--user-rate", str(args.user_rate),
+    ]  # fmt: skip
+    if args.mode in ("day", "smoke"):
+        command += ["--rate-scale", str(args.rate_scale), "--day-minutes", str(args.day_minutes)]
+    elif args.mode == "capacity":
+        command += ["--step-rate", str(args.step_rate), "--step-seconds", str(args.step_seconds),
+                    "--max-rate", str(args.max_rate)]  # fmt: skip
+    else:
+        command += ["--rate", str(args.rate), "--duration-seconds", str(args.duration_seconds)]
+    return command
+
+
+def run(args) -> dict:
+    out = Path(args.out or DEFAULT_OUT / args.mode)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("requests.*.jsonl"):
+        old.unlink()
+    server = None
+    if args.start:
+        sys.path.insert(0, str(ROOT))
+        from tests.served import Served
+
+        env = {"TOONIFY_GENERATOR_MODEL": args.model} if args.model else {}
+        server = Served(env, Path(tempfile.mkdtemp()) / "serve.log")
+    url = server.url if server else args.host
+    sampler = MetricsSampler(url, server.process.pid if server else None)
+    sampler.sample()
+    sampler.start()
+    try:
+        env = {**os.environ, "LOADTEST_SHAPE": SHAPE_OF[args.mode], "PYTHONPATH": str(ROOT)}
+        # Locust exits non-zero when any request failed; rejections count, so that is normal.
+        subprocess.run(locust_command(args, url, out), cwd=ROOT, env=env, check=False)
+    finally:
+        sampler.stop()
+        if server:
+            server.stop()
+
+    return write_report(args, out, sampler.samples)
+
+
+def write_report(args, out: Path, samples: list[dict]) -> dict:
+    samples_file = out / "metrics_samples.json"
+    if samples:
+        samples_file.write_text(json.dumps(samples))
+    elif samples_file.is_file():
+        samples = json.loads(samples_file.read_text())
+    records = load_records(out)
+    options = {k: v for k, v in vars(args).items() if k not in ("host", "out", "start")}
+    summary = summarise(args.mode, records, samples, options)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown(summary))
+    plot(records, samples, out)
+    print(markdown(summary))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.split("\n")[0])
+    parser.add_argument("mode", choices=["day", "capacity", "overload", "smoke", "report"])
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--host", help="a running service, e.g. http://localhost:3000")
+    target.add_argument("--start", action="store_true", help="start `bentoml serve` for the run")
+    parser.add_argument("--model", help="with --start: the generator tag (TOONIFY_GENERATOR_MODEL)")
+    parser.add_argument("--out", help="output folder (default loadtest/out/MODE)")
+    parser.add_argument("--user-rate", type=float, default=0.05, help="uploads/s per Locust user")
+    parser.add_argument("--rate-scale", type=float, default=1.0)
+    parser.add_argument("--day-minutes", type=float, default=10.0)
+    parser.add_argument("--p95-bound", type=float, default=5.0, help="capacity: p95 seconds")
+    parser.add_argument("--step-rate", type=float, default=0.5)
+    parser.add_argument("--step-seconds", type=float, default=30.0)
+    parser.add_argument("--max-rate", type=float, default=12.0)
+    parser.add_argument("--rate", type=float, default=1.0, help="overload: images/s")
+    parser.add_argument("--duration-seconds", type=float, default=90.0)
+    args = parser.parse_args(argv)
+    if args.mode == "report":
+        if not args.out:
+            parser.error("report needs --out, the folder holding requests.*.jsonl")
+        write_report(args, Path(args.out), samples=[])
+        return
+    if not (args.host or args.start):
+        parser.error("give --host URL or --start")
+    if args.mode == "smoke":
+        args.rate_scale, args.day_minutes, args.user_rate = 0.15, 0.5, 0.2
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

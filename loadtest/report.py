@@ -1,0 +1,193 @@
+"""Turn a load test's request log and metric samples into a summary and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+PEAK_RATE = 25_000 / 3600  # images per second at the 2020 peak
+REJECTED = (429, 503)
+
+
+def load_records(folder: Path) -> list[dict]:
+    records = []
+    for path in sorted(folder.glob("requests.*.jsonl")):
+        records += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return sorted(records, key=lambda r: r["t"])
+
+
+def percentiles(values) -> dict[str, float | None]:
+    if len(values) == 0:
+        return {"p50": None, "p95": None, "p99": None}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3), "p99": round(float(p99), 3)}
+
+
+def is_ok(record: dict) -> bool:
+    return record["status"] == 200 or (record["status"] == 422 and "no-face" in record["photo"])
+
+
+def binned(records: list[dict], t0: float, width: float) -> dict[str, np.ndarray]:
+    """Per time bin: sent, ok, rejected per second and ok latency percentiles."""
+    end = max(r["t"] + r["latency"] for r in records)
+    count = max(1, math.ceil((end - t0) / width))
+    sent, ok, rejected = (np.zeros(count) for _ in range(3))
+    latencies: list[list[float]] = [[] for _ in range(count)]
+    for r in records:
+        index = min(count - 1, int((r["t"] - t0) // width))
+        sent[index] += 1
+        done = min(count - 1, int((r["t"] + r["latency"] - t0) // width))
+        if is_ok(r):
+            ok[done] += 1
+            latencies[index].append(r["latency"])
+        elif r["status"] in REJECTED:
+            rejected[done] += 1
+    p50 = np.array([np.percentile(v, 50) if v else np.nan for v in latencies])
+    p95 = np.array([np.percentile(v, 95) if v else np.nan for v in latencies])
+    return {
+        "t": (np.arange(count) + 0.5) * width,
+        "sent": sent / width, "ok": ok / width, "rejected": rejected / width,
+        "p50": p50, "p95": p95,
+    }  # fmt: skip
+
+
+def capacity_from_steps(records, t0, step_seconds, step_rate, p95_bound) -> tuple[float, list]:
+    """Highest step whose answers kept up (>= 95% answered ok) with p95 under the bound."""
+    steps: dict[int, list[dict]] = {}
+    for r in records:
+        steps.setdefault(int((r["t"] - t0) // step_seconds), []).append(r)
+    table, capacity = [], 0.0
+    for index in sorted(steps):
+        rows = steps[index]
+        ok = [r for r in rows if is_ok(r)]
+        p95 = float(np.percentile([r["latency"] for r in ok], 95)) if ok else math.inf
+        kept_up = len(ok) >= 0.95 * len(rows) and p95 <= p95_bound
+        offered = (index + 1) * step_rate
+        table.append({"offered": offered, "sent": len(rows), "ok": len(ok), "p95": round(p95, 3),
+                      "sustained": kept_up})  # fmt: skip
+        if kept_up:
+            capacity = max(capacity, len(ok) / step_seconds)
+        else:
+            break
+    return capacity, table
+
+
+def summarise(mode: str, records: list[dict], samples: list[dict], options: dict) -> dict:
+    if not records:
+        raise SystemExit("no requests were recorded: did Locust reach the service?")
+    t0 = records[0]["t"]
+    duration = max(r["t"] + r["latency"] for r in records) - t0
+    ok = [r for r in records if is_ok(r)]
+    rejected = [r for r in records if r["status"] in REJECTED]
+    statuses: dict[str, int] = {}
+    for r in records:
+        statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    width = options.get("bin_seconds", 10.0)
+    bins = binned(records, t0, width)
+    summary = {
+        "mode": mode,
+        "options": options,
+        "duration_s": round(duration, 1),
+        "requests_sent": len(records),
+        "offered_rate_mean": round(len(records) / duration, 3),
+        "offered_rate_peak": round(float(bins["sent"].max()), 3),
+        "achieved_rate_mean": round(len(ok) / duration, 3),
+        "achieved_rate_peak": round(float(bins["ok"].max()), 3),
+        "status_counts": statuses,
+        "ok": len(ok),
+        "rejected": len(rejected),
+        "latency_ok_s": percentiles([r["latency"] for r in ok]),
+        "latency_rejected_s": percentiles([r["latency"] for r in rejected]),
+        "rejected_max_s": round(max((r["latency"] for r in rejected), default=0.0), 3),
+        "rejected_over_100ms": sum(1 for r in rejected if r["latency"] > 0.1),
+    }
+    if samples:
+        first, last = samples[0], samples[-1]
+        served = last["ok"] - first["ok"]
+        usd = last["usd"] - first["usd"]
+        summary["cost_per_1000_images_usd"] = round(1000 * usd / served, 5) if served else None
+        summary["billed_usd"] = round(usd, 6)
+        summary["cost_profile"] = last.get("profile")
+        rss = [s["rss_mb"] for s in samples if s.get("rss_mb")]
+        summary["server_peak_rss_mb"] = round(max(rss), 1) if rss else None
+    if mode == "capacity":
+        capacity, steps = capacity_from_steps(
+            records, t0, options["step_seconds"], options["step_rate"], options["p95_bound"]
+        )
+        summary["steps"] = steps
+    else:
+        # Saturated throughput: the best 30 s of answers. A lower bound if nothing was refused.
+        window = max(1, round(30 / width))
+        smoothed = np.convolve(bins["ok"], np.ones(window) / window, mode="valid")
+        capacity = float(smoothed.max()) if len(smoothed) else float(bins["ok"].max())
+        summary["capacity_is_lower_bound"] = not rejected
+    summary["capacity_images_per_s"] = round(capacity, 3)
+    summary["instances_for_25k_per_hour"] = math.ceil(PEAK_RATE / capacity) if capacity else None
+    return summary
+
+
+def plot(records: list[dict], samples: list[dict], folder: Path, width: float = 10.0) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t0 = records[0]["t"]
+    bins = binned(records, t0, width)
+    written = []
+
+    figure, axis = plt.subplots(figsize=(9, 4))
+    axis.plot(bins["t"], bins["sent"], label="offered (sent/s)")
+    axis.plot(bins["t"], bins["ok"], label="achieved (answered ok/s)")
+    axis.plot(bins["t"], bins["rejected"], label="rejected/s")
+    axis.set(xlabel="seconds into the run", ylabel="images per second", title="Rate")
+    axis.legend()
+    written.append(_save(figure, folder / "rate.png"))
+
+    figure, axis = plt.subplots(figsize=(9, 4))
+    axis.plot(bins["t"], bins["p50"], label="p50")
+    axis.plot(bins["t"], bins["p95"], label="p95")
+    axis.set(
+        xlabel="seconds into the run (by send time)",
+        ylabel="seconds",
+        title="Latency of answered images",
+    )
+    axis.legend()
+    written.append(_save(figure, folder / "latency.png"))
+
+    if samples:
+        ts = [s["t"] - t0 for s in samples]
+        figure, (cost, memory) = plt.subplots(1, 2, figsize=(11, 4))
+        cost.plot(ts, [s["gauge"] for s in samples], label="live gauge (rolling window)")
+        cost.set(xlabel="seconds into the run", ylabel="USD per 1000 images", title="Cost")
+        cost.legend()
+        memory.plot(ts, [s.get("rss_mb") or np.nan for s in samples])
+        memory.set(
+            xlabel="seconds into the run", ylabel="MB", title="Server memory (RSS, all workers)"
+        )
+        written.append(_save(figure, folder / "cost_memory.png"))
+    return written
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return path
+
+
+def markdown(summary: dict) -> str:
+    lines = [f"# Load test: {summary['mode']}", "", "| figure | value |", "|---|---|"]
+    for key, value in summary.items():
+        if key not in ("options", "steps"):
+            lines.append(f"| {key} | {value} |")
+    if "steps" in summary:
+        lines += ["", "| offered/s | sent | ok | p95 s | sustained |", "|---|---|---|---|---|"]
+        lines += [f"| {s['offered']} | {s['sent']} | {s['ok']} | {s['p95']} | {s['sustained']} |"
+                  for s in summary["steps"]]  # fmt: skip
+    return "\n".join(lines) + "\n"
