@@ -6,6 +6,7 @@ own signature (layout, value range, channel order, size) is applied here and now
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -88,8 +89,111 @@ def pick_providers(requested: str = "auto") -> list[str]:
     return [name for name in PROVIDER_PREFERENCE if name in available]
 
 
+def default_threads() -> int:
+    # Runtimes size their pools to the host's cores, not to this container's share.
+    return len(os.sched_getaffinity(0))
+
+
+def cpu_key() -> str:
+    """Cached optimised graphs are specific to the CPU and runtime versions they were made on."""
+    with open("/proc/cpuinfo") as info:
+        model = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
+    return hashlib.sha256(f"{model}|{ort.__version__}|{openvino_version()}".encode()).hexdigest()[
+        :12
+    ]
+
+
+def openvino_version() -> str:
+    try:
+        import openvino
+
+        return openvino.__version__
+    except ImportError:
+        return ""
+
+
+class OnnxRuntimeRunner:
+    """ONNX Runtime: CPU, or CUDA / TensorRT where the installed build offers them."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int, providers: str, cache_dir: Path | None) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = False  # same speed here, ~15% lower peak memory
+        source = path
+        if cache_dir is not None:
+            # Optimise once and keep the result: later starts load it with no optimisation
+            # pass, weights memory-mapped from an external file (2.6 s -> 0.04 s for the twin).
+            cached = cache_dir / f"{path.parent.name}-{cpu_key()}" / "model.opt.onnx"
+            if cached.is_file():
+                source = cached
+                options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            else:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                options.optimized_model_filepath = str(cached)
+                options.add_session_config_entry(
+                    "session.optimized_model_external_initializers_file_name", "model.opt.weights"
+                )
+                options.add_session_config_entry(
+                    "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+                )
+        self.session = ort.InferenceSession(
+            str(source), options, providers=pick_providers(providers)
+        )
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.output_name = self.session.get_outputs()[0].name
+        batch = model_input.shape[0] if model_input.shape else None
+        self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.devices = self.session.get_providers()
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: tensor})[0]
+
+
+class OpenVinoRunner:
+    """OpenVINO on the CPU: uses AMX / AVX-512 bf16 through oneDNN, which ONNX Runtime's CPU
+    provider does not (the cost twin runs 4-6x faster in bf16 on a Sapphire Rapids core)."""
+
+    backend = "openvino"
+
+    def __init__(self, path: Path, threads: int, precision: str, cache_dir: Path | None) -> None:
+        import openvino
+
+        core = openvino.Core()
+        if cache_dir is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            core.set_property({"CACHE_DIR": str(cache_dir)})  # compiled blobs, keyed by OpenVINO
+        config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": precision,
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        compiled = core.compile_model(str(path), "CPU", config)
+        self.request = compiled.create_infer_request()
+        batch = compiled.input(0).get_partial_shape()[0]
+        self.max_batch = batch.get_length() if batch.is_static else None
+        self.devices = [f"OpenVINO CPU {precision}"]
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        # The result views the request's buffer, which the next inference overwrites.
+        return np.array(self.request.infer({0: tensor})[0])
+
+
+def pick_backend(backend: str, providers: str) -> str:
+    """auto: OpenVINO on CPU-only machines where it is installed, else ONNX Runtime."""
+    if backend != "auto":
+        return backend
+    gpu = any(p in ort.get_available_providers() for p in PROVIDER_PREFERENCE[:2])
+    if gpu or providers not in ("auto", "CPUExecutionProvider") or not openvino_version():
+        return "onnxruntime"
+    return "openvino"
+
+
 class OnnxGenerator:
-    """One ONNX Runtime session and the signature that feeds it."""
+    """Any ONNX image-to-image generator, run through its signature on the best backend here."""
 
     def __init__(
         self,
@@ -97,27 +201,25 @@ class OnnxGenerator:
         signature: GeneratorSignature,
         threads: int | None = None,
         providers: str = "auto",
+        backend: str = "onnxruntime",
+        precision: str = "f32",
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.signature = signature
-        options = ort.SessionOptions()
-        # ONNX Runtime would size its pool to the host's cores, not to this container's share.
-        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-        options.inter_op_num_threads = 1
+        path, cache = Path(model_path), Path(cache_dir) if cache_dir else None
+        threads = threads or default_threads()
         started = time.perf_counter()
-        self.session = ort.InferenceSession(
-            str(model_path), options, providers=pick_providers(providers)
-        )
+        if pick_backend(backend, providers) == "openvino":
+            self.runner = OpenVinoRunner(path, threads, precision, cache)
+        else:
+            self.runner = OnnxRuntimeRunner(path, threads, providers, cache)
         self.load_seconds = time.perf_counter() - started
-        model_input = self.session.get_inputs()[0]
-        self.input_name = model_input.name
-        self.output_name = self.session.get_outputs()[0].name
         # Some exports fix the batch axis at 1 (AnimeGANv3 does): feed those one crop at a time.
-        batch_axis = model_input.shape[0] if model_input.shape else None
-        self.max_batch = batch_axis if isinstance(batch_axis, int) and batch_axis > 0 else None
+        self.max_batch = self.runner.max_batch
 
     @property
     def providers(self) -> list[str]:
-        return self.session.get_providers()
+        return self.runner.devices
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB crops -> (N, H, W, 3) uint8 RGB toons (resized if needed)."""
@@ -129,10 +231,7 @@ class OnnxGenerator:
             crops = resize_batch(crops, size)
         tensor = self.signature.to_model_input(crops)
         step = self.max_batch or len(tensor)
-        outputs = [
-            self.session.run([self.output_name], {self.input_name: tensor[i : i + step]})[0]
-            for i in range(0, len(tensor), step)
-        ]
+        outputs = [self.runner.run(tensor[i : i + step]) for i in range(0, len(tensor), step)]
         toons = self.signature.from_model_output(np.concatenate(outputs))
         if toons.shape[1:3] != (height, width):
             toons = resize_batch(toons, height, width)

@@ -28,6 +28,10 @@ class Settings:
     generator_workers: int = 1
     generator_threads: int = 0  # 0: the CPUs this process may use
     providers: str = "auto"  # or a comma list such as CUDAExecutionProvider,CPUExecutionProvider
+    backend: str = "auto"  # onnxruntime | openvino | auto (OpenVINO on CPU-only machines)
+    precision: str = "auto"  # f32 | bf16 | auto (bf16 where the import measured >= min_psnr_db)
+    min_psnr_db: float = 35.0
+    cache_dir: str = ""  # optimised graphs and compiled blobs; "" = <tmp>/toonify-cache
     max_batch_size: int = 8
     max_latency_ms: int = 30_000
     request_timeout_s: int = 120

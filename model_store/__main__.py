@@ -18,6 +18,7 @@ from . import (
     DETECTOR_FAMILIES,
     ModelImportError,
     build_defaults,
+    build_twin,
     import_detector,
     import_generator,
     list_models,
@@ -38,6 +39,8 @@ def _describe(model) -> str:
     meta = model.info.metadata
     if meta.get("kind") == "generator":
         detail = f"{meta['layout']} {meta['channel_order']} {meta['value_range']} {meta['size']}px"
+        if meta.get("cost_twin"):
+            detail = f"COST TWIN (noise) {detail}"
     else:
         detail = f"detector {meta.get('family')}"
     return f"{model.tag!s:<40} {detail:<36} {meta.get('licence', '')}"
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("build-defaults", help="register the offline detector and toon-filter")
+    twin = commands.add_parser("build-twin", help="register cost-twin: pix2pixHD, random weights")
+    twin.add_argument("--size", type=int, default=512)
 
     gen = commands.add_parser("import-generator", help="validate and store an ONNX generator")
     gen.add_argument("path")
@@ -78,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build-defaults":
             for model in build_defaults():
                 print(f"registered {model.tag}")
+        elif args.command == "build-twin":
+            model = build_twin(args.size)
+            print(f"registered {model.tag}: COST TWIN, "
+                  f"{model.info.metadata['parameters']:,} parameters, output is noise")  # fmt: skip
         elif args.command == "import-generator":
             signature = GeneratorSignature(
                 args.layout, args.value_range, args.size, args.channel_order

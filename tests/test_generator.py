@@ -88,3 +88,30 @@ def test_models_with_a_fixed_batch_of_one_get_one_crop_at_a_time(astronaut):
     toons = generator(crops)
     assert toons.shape == crops.shape
     np.testing.assert_array_equal(toons[0], toons[2])
+
+
+def test_openvino_backend_matches_onnxruntime_in_f32(toon_filter_path, astronaut):
+    pytest.importorskip("openvino")
+    crop = np.asarray(astronaut)[None]
+    reference = OnnxGenerator(toon_filter_path, GeneratorSignature(), threads=1)(crop)
+    openvino = OnnxGenerator(toon_filter_path, GeneratorSignature(), backend="openvino")
+    assert openvino.providers == ["OpenVINO CPU f32"]
+    assert np.abs(openvino(crop).astype(int) - reference).mean() < 0.5
+
+
+def test_optimised_graph_is_cached_and_reused(toon_filter_path, tmp_path, astronaut):
+    crop = np.asarray(astronaut)[None]
+    first = OnnxGenerator(toon_filter_path, GeneratorSignature(), threads=1, cache_dir=tmp_path)
+    cached = list(tmp_path.glob("*/model.opt.onnx"))
+    assert len(cached) == 1
+    second = OnnxGenerator(toon_filter_path, GeneratorSignature(), threads=1, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first(crop), second(crop))
+
+
+def test_precision_follows_the_measured_psnr():
+    from service import choose_precision
+
+    assert choose_precision("auto", {"bf16_psnr_db": 52.4}, 35.0) == "bf16"
+    assert choose_precision("auto", {"bf16_psnr_db": 30.6}, 35.0) == "f32"
+    assert choose_precision("auto", {}, 35.0) == "f32"
+    assert choose_precision("bf16", {"bf16_psnr_db": 1.0}, 35.0) == "bf16"

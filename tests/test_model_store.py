@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -106,3 +107,36 @@ def test_cli_lists_models(default_models):
     )  # fmt: skip
     assert run.returncode == 0
     assert "toon-filter:" in run.stdout and "detector mtcnn" in run.stdout
+
+
+def test_import_measures_bf16_quality_on_real_faces(default_models, learned_models):
+    pytest.importorskip("openvino")
+    animegan, _ = learned_models
+    assert animegan.info.metadata["bf16_psnr_db"] >= 35  # measured 52 dB: bf16 is used
+    toon_filter = default_models["toon-filter"].info.metadata["bf16_psnr_db"]
+    assert toon_filter < 35  # its rounding steps amplify bf16 error: stays in f32
+
+
+def test_cost_twin_has_the_seed_architecture():
+    from model_store.cost_twin import EXPECTED_PARAMETERS, build_cost_twin
+
+    model, parameters = build_cost_twin()
+    counted = sum(
+        int(np.prod(t.dims)) for t in model.graph.initializer if t.name.startswith(("w_", "b_"))
+    )
+    assert parameters == counted == EXPECTED_PARAMETERS == 182_443_267
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("ConvTranspose") == 4 and ops.count("Add") == 9 and ops[-1] == "Tanh"
+    assert ops.count("InstanceNormalization") == 1 + 4 + 18 + 4
+    assert "COST TWIN" in model.doc_string
+
+
+def test_build_twin_labels_it_everywhere(tmp_path):
+    from model_store import build_twin
+    from model_store.cost_twin import TwinShape
+
+    model = build_twin(size=64, shape=TwinShape(ngf=4))
+    meta = model.info.metadata
+    assert meta["cost_twin"] is True and "COST TWIN" in meta["description"]
+    assert model.info.labels["cost_twin"] == "true"
+    assert (Path(model.path) / "cost_twin.weights").is_file()  # weights stay external
