@@ -35,7 +35,7 @@ from starlette.routing import Route
 import metrics
 from cost import BillingMeter, Charge, RollingCost, profile_from_env
 from generator import GeneratorSignature, OnnxGenerator
-from model_store import MODEL_FILE, detector_spec
+from model_store import MODEL_FILE, OPENVINO_IR, detector_spec
 from preprocess import (
     AlignedFace,
     CorruptImage,
@@ -123,13 +123,17 @@ class Generator:
 
     def __init__(self) -> None:
         metadata = self.model.info.metadata
+        precision = choose_precision(SETTINGS.precision, metadata, SETTINGS.min_psnr_db)
+        ir = Path(self.model.path_of(OPENVINO_IR))
+        # bf16 runs the IR whose quality the import measured; everything else runs the ONNX.
+        path = ir if precision == "bf16" and ir.is_file() else self.model.path_of(MODEL_FILE)
         self.generator = OnnxGenerator(
-            self.model.path_of(MODEL_FILE),
+            path,
             GeneratorSignature.from_metadata(metadata),
             threads=SETTINGS.generator_threads or None,
             providers=SETTINGS.providers,
-            backend=SETTINGS.backend,
-            precision=choose_precision(SETTINGS.precision, metadata, SETTINGS.min_psnr_db),
+            backend="openvino" if Path(path).suffix == ".xml" else SETTINGS.backend,
+            precision=precision,
             cache_dir=SETTINGS.cache_dir or Path(tempfile.gettempdir()) / "toonify-cache",
         )
         warm_up = self.generator.warm_up()  # before /readyz says yes

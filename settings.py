@@ -60,7 +60,10 @@ class Settings:
                 raise ValueError(
                     f"TOONIFY_{field.name.upper()}={raw!r} is not a valid {kind.__name__}"
                 ) from None
-        return cls(**values)
+        settings = cls(**values)
+        if settings.max_batch_size < 2:
+            raise ValueError("TOONIFY_MAX_BATCH_SIZE must be at least 2 (BentoML's lower bound)")
+        return settings
 
 
 SETTINGS = Settings.from_env()

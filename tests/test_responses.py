@@ -62,3 +62,5 @@ def test_settings_from_environment():
     assert Settings.from_env({}) == Settings()
     with pytest.raises(ValueError, match="TOONIFY_MAX_BATCH_SIZE"):
         Settings.from_env({"TOONIFY_MAX_BATCH_SIZE": "many"})
+    with pytest.raises(ValueError, match="at least 2"):
+        Settings.from_env({"TOONIFY_MAX_BATCH_SIZE": "1"})
