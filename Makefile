@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv defaults serve test lint build import-animegan grid bench-preprocess bench-service bench-cost loadtest-day loadtest-capacity clean
+.PHONY: venv defaults serve test lint build build-gpu import-animegan grid bench-preprocess bench-service bench-cost loadtest-day loadtest-capacity clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ lint: venv
 
 build: defaults
 	$(BIN)/bentoml build
+
+build-gpu: defaults
+	$(BIN)/bentoml build -f bentofile.gpu.yaml
 
 import-animegan: defaults
 	$(BIN)/python -m model_store import-generator $(SHARED_MODELS)/animeganv3_tiny_cute.onnx \

@@ -77,6 +77,34 @@ class GeneratorSignature:
         return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+def provider_options(providers: list[str], fp16: bool, cache_dir: Path | None) -> list:
+    """ONNX Runtime's providers argument: TensorRT builds fp16 engines when the model allows it
+    and caches them (an engine build takes minutes); CUDA runs the model file it is given."""
+    configured: list = []
+    for name in providers:
+        if name == "TensorrtExecutionProvider":
+            options: dict = {"trt_fp16_enable": fp16}
+            if cache_dir is not None:
+                options |= {"trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": str(cache_dir / "tensorrt")}  # fmt: skip
+            configured.append((name, options))
+        else:
+            configured.append(name)
+    return configured
+
+
+def convert_to_fp16(source: Path, target: Path) -> Path:
+    """An fp16 copy of an ONNX model for the CUDA provider (inputs and outputs stay float32)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() > 1 << 30  # protobuf cannot hold 2 GB; keep big weights outside
+    onnx.save(model, str(target), save_as_external_data=large, location=f"{target.name}.weights")
+    return target
+
+
 def pick_providers(requested: str = "auto") -> list[str]:
     """Execution providers: the ones asked for, or the best this onnxruntime build offers."""
     available = ort.get_available_providers()
@@ -117,7 +145,9 @@ class OnnxRuntimeRunner:
 
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int, providers: str, cache_dir: Path | None) -> None:
+    def __init__(
+        self, path: Path, threads: int, providers: str, cache_dir: Path | None, fp16: bool = False
+    ) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -139,9 +169,8 @@ class OnnxRuntimeRunner:
                 options.add_session_config_entry(
                     "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
                 )
-        self.session = ort.InferenceSession(
-            str(source), options, providers=pick_providers(providers)
-        )
+        chosen = provider_options(pick_providers(providers), fp16, cache_dir)
+        self.session = ort.InferenceSession(str(source), options, providers=chosen)
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.output_name = self.session.get_outputs()[0].name
@@ -194,7 +223,8 @@ def pick_backend(backend: str, providers: str) -> str:
 class OnnxGenerator:
     """Any ONNX image-to-image generator, run through its signature on the best backend here.
 
-    ``model_path`` is the ONNX file, or for OpenVINO also its IR (model.xml, fp16 weights).
+    ``model_path`` is the ONNX file, its fp16 copy for CUDA, or for OpenVINO its IR (model.xml).
+    ``precision``: f32; bf16 (OpenVINO); fp16 (TensorRT engines, or the fp16 file on CUDA).
     """
 
     def __init__(
@@ -214,7 +244,7 @@ class OnnxGenerator:
         if pick_backend(backend, providers) == "openvino":
             self.runner = OpenVinoRunner(path, threads, precision)
         else:
-            self.runner = OnnxRuntimeRunner(path, threads, providers, cache)
+            self.runner = OnnxRuntimeRunner(path, threads, providers, cache, precision == "fp16")
         self.load_seconds = time.perf_counter() - started
         # Some exports fix the batch axis at 1 (AnimeGANv3 does): feed those one crop at a time.
         self.max_batch = self.runner.max_batch

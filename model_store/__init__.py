@@ -16,13 +16,14 @@ import bentoml
 import numpy as np
 import onnx
 
-from generator import GeneratorSignature, OnnxGenerator
+from generator import GeneratorSignature, OnnxGenerator, convert_to_fp16
 
 DEFAULT_GENERATOR = "toon-filter"
 DEFAULT_DETECTOR = "mtcnn"
 DETECTOR_FAMILIES = ("mtcnn", "scrfd", "yunet")
 MODEL_FILE = "model.onnx"
 OPENVINO_IR = "openvino/model.xml"  # the same model for OpenVINO, weights stored in fp16
+FP16_MODEL = "fp16/model.onnx"  # fp16 copy for the CUDA provider
 
 
 class ModelImportError(Exception):
@@ -114,11 +115,11 @@ def export_openvino_ir(path: Path, folder: Path) -> Path | None:
     return target
 
 
-def reduced_precision_psnr(path: Path, ir: Path, signature: GeneratorSignature) -> float:
-    """Quality of the IR run in bf16 against ONNX Runtime fp32 on real faces (min PSNR, dB)."""
-    faces = calibration_faces(signature.size)
+def reduced_precision_psnr(
+    path: Path, signature: GeneratorSignature, reduced: OnnxGenerator, faces: np.ndarray
+) -> float:
+    """Quality of a reduced-precision run against ONNX Runtime fp32 on real faces (min PSNR)."""
     reference = OnnxGenerator(path, signature, threads=None)
-    reduced = OnnxGenerator(ir, signature, backend="openvino", precision="bf16")
     values = []
     for face in faces:
         error = np.mean((reference(face[None]).astype(float) - reduced(face[None])) ** 2)
@@ -146,8 +147,14 @@ def import_generator(
     if existing is not None and all(stored.get(k) == v for k, v in signature.to_metadata().items()):
         return existing  # the same file, already imported: keep the store free of duplicates
     staging = Path(tempfile.mkdtemp(prefix="toonify-import-"))
+    faces = calibration_faces(signature.size)
     ir = export_openvino_ir(path, staging)
-    bf16_psnr = reduced_precision_psnr(path, ir, signature) if ir else None
+    bf16 = OnnxGenerator(ir, signature, backend="openvino", precision="bf16") if ir else None
+    bf16_psnr = reduced_precision_psnr(path, signature, bf16, faces) if bf16 else None
+    # fp16 numerics, measured on the CPU: what CUDA and TensorRT would run in fp16.
+    fp16_path = convert_to_fp16(path, staging / FP16_MODEL)
+    fp16 = OnnxGenerator(fp16_path, signature, backend="onnxruntime")
+    fp16_psnr = reduced_precision_psnr(path, signature, fp16, faces)
     metadata = {
         "kind": "generator",
         **signature.to_metadata(),
@@ -157,6 +164,7 @@ def import_generator(
         "source_file": path.name,
         # Lowest PSNR of bf16 against fp32 over real aligned faces; None without OpenVINO.
         "bf16_psnr_db": bf16_psnr,
+        "fp16_psnr_db": fp16_psnr,
         **(extra_metadata or {}),
     }
     with bentoml.models.create(
@@ -165,8 +173,9 @@ def import_generator(
         shutil.copyfile(path, Path(model.path) / MODEL_FILE)
         for weights in external_data_files(path):  # kept external: memory-mapped at load
             shutil.copyfile(weights, Path(model.path) / weights.name)
-        if ir is not None:
-            shutil.copytree(ir.parent, Path(model.path) / ir.parent.name)
+        for converted in (ir, fp16_path):
+            if converted is not None:
+                shutil.copytree(converted.parent, Path(model.path) / converted.parent.name)
     shutil.rmtree(staging)
     return bentoml.models.get(model.tag)
 

@@ -1,4 +1,4 @@
-"""A real `bentoml serve` of service:Toonify in a subprocess, for tests and benchmarks."""
+"""A real `bentoml serve` in a subprocess (source tree or built bento), for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -24,13 +24,21 @@ def free_port() -> int:
 class Served:
     """A real `bentoml serve` of service:Toonify in a subprocess."""
 
-    def __init__(self, env: dict[str, str], log: Path, ready_timeout: float = 180) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        ready_timeout: float = 180,
+        command: list[str] | None = None,
+        cwd: Path = ROOT,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        command = command or [sys.executable, "-m", "bentoml", "serve", "service:Toonify"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service:Toonify", "--port", str(self.port)],
-            cwd=ROOT, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            [*command, "--port", str(self.port)],
+            cwd=cwd, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         self._wait_ready(ready_timeout)

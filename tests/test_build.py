@@ -32,3 +32,64 @@ def test_bentoml_build_packs_service_and_models(default_models):
         assert (bento / "src" / source).is_file(), source
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml==1.4.39" in requirements and "onnxruntime==1.31.1" in requirements
+
+
+def hadolint(dockerfile: Path) -> subprocess.CompletedProcess:
+    binary = Path(sys.executable).with_name("hadolint")
+    return subprocess.run([str(binary), "--config", str(ROOT / ".hadolint.yaml"), str(dockerfile)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def built(bentofile: str) -> Path:
+    import bentoml
+
+    run = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "-f", bentofile, "--output", "tag"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return Path(bentoml.get(run.stdout.strip().splitlines()[-1].removeprefix("__tag__:")).path)
+
+
+def test_generated_dockerfile_passes_hadolint_and_runs_as_non_root(default_models):
+    dockerfile = built("bentofile.yaml") / "env" / "docker" / "Dockerfile"
+    lint = hadolint(dockerfile)
+    assert lint.returncode == 0, lint.stdout
+    text = dockerfile.read_text()
+    assert "HEALTHCHECK" in text and "/readyz" in text
+    assert text.strip().splitlines()[-2].strip() == "USER 1034:1034"  # numeric, for runAsNonRoot
+    runs = [line for line in text.splitlines() if line.startswith("RUN ")]
+    assert not [r for r in runs if "{apt" in r]  # BentoML's brace expansion, which sh ignores
+
+
+def test_hadolint_would_catch_a_bad_dockerfile(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python\nRUN cd /tmp && pip install flask\n")
+    assert hadolint(bad).returncode != 0
+
+
+def test_gpu_bento_swaps_the_runtime_and_base_image(default_models):
+    bento = built("bentofile.gpu.yaml")
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
+    assert "onnxruntime-gpu==1.31.1" in requirements
+    assert not [r for r in requirements if r.startswith(("onnxruntime==", "openvino=="))]
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert "nvidia/cuda:12.8.1" in dockerfile
+    assert hadolint(bento / "env" / "docker" / "Dockerfile").returncode == 0
+    info = yaml.safe_load((bento / "bento.yaml").read_text())
+    assert {e["name"]: e["value"] for e in info["envs"]}["TOONIFY_BACKEND"] == "onnxruntime"
+
+
+def test_gpu_bentofile_differs_only_where_marked():
+    cpu = yaml.safe_load((ROOT / "bentofile.yaml").read_text())
+    gpu = yaml.safe_load((ROOT / "bentofile.gpu.yaml").read_text())
+    for key in ("service", "include", "exclude", "models", "description"):
+        assert cpu[key] == gpu[key], key
+    assert {k: v for k, v in cpu["docker"].items()} == {
+        k: v for k, v in gpu["docker"].items() if k != "cuda_version"
+    }
+    cpu_lock = set((ROOT / "requirements.txt").read_text().splitlines()[1:])
+    gpu_lock = set((ROOT / "requirements-gpu.txt").read_text().splitlines()[1:])
+    assert cpu_lock - gpu_lock == {"onnxruntime==1.31.1", "openvino==2026.4.1",
+                                   "openvino-telemetry==2025.2.0"}  # fmt: skip
+    assert gpu_lock - cpu_lock == {"onnxruntime-gpu==1.31.1"}

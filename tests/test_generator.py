@@ -115,3 +115,41 @@ def test_precision_follows_the_measured_psnr():
     assert choose_precision("auto", {"bf16_psnr_db": 30.6}, 35.0) == "f32"
     assert choose_precision("auto", {}, 35.0) == "f32"
     assert choose_precision("bf16", {"bf16_psnr_db": 1.0}, 35.0) == "bf16"
+    on_gpu = {"bf16_psnr_db": 52.4, "fp16_psnr_db": 30.0}
+    assert choose_precision("auto", on_gpu, 35.0, gpu=True) == "f32"
+    assert choose_precision("auto", {"fp16_psnr_db": 60.0}, 35.0, gpu=True) == "fp16"
+
+
+def test_gpu_providers_come_first_and_tensorrt_gets_fp16_and_a_cache(monkeypatch, tmp_path):
+    import generator
+
+    everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(generator.ort, "get_available_providers", lambda: everything)
+    assert pick_providers("auto") == everything
+    assert generator.pick_backend("auto", "auto") == "onnxruntime"  # GPUs: not OpenVINO
+    configured = generator.provider_options(everything, fp16=True, cache_dir=tmp_path)
+    tensorrt, options = configured[0]
+    assert tensorrt == "TensorrtExecutionProvider" and options["trt_fp16_enable"] is True
+    assert options["trt_engine_cache_path"] == str(tmp_path / "tensorrt")
+    assert configured[1:] == everything[1:]
+    assert generator.provider_options(everything, False, None)[0][1] == {"trt_fp16_enable": False}
+
+
+def test_fp16_conversion_keeps_float32_io_and_the_learned_look(tmp_path, astronaut):
+    import onnx
+
+    from generator import convert_to_fp16
+
+    from .conftest import asset
+
+    source = asset("animeganv3_tiny_cute.onnx")
+    converted = convert_to_fp16(source, tmp_path / "fp16" / "model.onnx")
+    model = onnx.load(str(converted))
+    weights = [t for t in model.graph.initializer if len(t.dims) == 4]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    signature = GeneratorSignature("NHWC", (-1.0, 1.0), 256)
+    crop = np.asarray(astronaut.resize((256, 256)))[None]
+    reference = OnnxGenerator(source, signature, threads=1)(crop).astype(float)
+    half = OnnxGenerator(converted, signature, threads=1)(crop)
+    assert 10 * np.log10(255**2 / np.mean((reference - half) ** 2)) >= 35

@@ -115,6 +115,9 @@ def test_import_measures_bf16_quality_on_real_faces(default_models, learned_mode
     assert animegan.info.metadata["bf16_psnr_db"] >= 35  # measured 52 dB: bf16 is used
     toon_filter = default_models["toon-filter"].info.metadata["bf16_psnr_db"]
     assert toon_filter < 35  # its rounding steps amplify bf16 error: stays in f32
+    assert animegan.info.metadata["fp16_psnr_db"] >= 35
+    assert (Path(animegan.path) / "fp16" / "model.onnx").is_file()
+    assert (Path(animegan.path) / "openvino" / "model.xml").is_file()
 
 
 def test_cost_twin_has_the_seed_architecture():
