@@ -74,3 +74,16 @@ def scrape(url: str) -> dict[str, float]:
             key, value = line.rsplit(" ", 1)
             samples[key] = samples.get(key, 0.0) + float(value)
     return samples
+
+
+def build_bento(bentofile: str = "bentofile.yaml") -> Path:
+    """`bentoml build -f BENTOFILE` from the source tree; the built bento's folder."""
+    import bentoml
+
+    run = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", "-f", bentofile, "--output", "tag"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if run.returncode != 0:
+        raise RuntimeError(f"bentoml build failed:\n{run.stderr[-3000:]}")
+    return Path(bentoml.get(run.stdout.strip().splitlines()[-1].removeprefix("__tag__:")).path)

@@ -16,24 +16,12 @@ import pytest
 from PIL import Image
 
 from .conftest import ROOT
-from .served import Served
-
-
-def build(bentofile: str = "bentofile.yaml") -> Path:
-    import bentoml
-
-    run = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", "-f", bentofile, "--output", "tag"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    tag = run.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
-    return Path(bentoml.get(tag).path)
+from .served import Served, build_bento
 
 
 @pytest.fixture(scope="module")
 def bento(default_models, tmp_path_factory) -> Path:
-    built = build()
+    built = build_bento()
     archive = tmp_path_factory.mktemp("export") / "toonify.bento"
     tag = f"toonify:{built.name}"
     subprocess.run([sys.executable, "-m", "bentoml", "export", tag, str(archive)],

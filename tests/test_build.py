@@ -9,18 +9,11 @@ from pathlib import Path
 import yaml
 
 from .conftest import ROOT
+from .served import build_bento
 
 
 def test_bentoml_build_packs_service_and_models(default_models):
-    import bentoml
-
-    run = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    tag = run.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
-    bento = Path(bentoml.get(tag).path)
+    bento = build_bento()
     info = yaml.safe_load((bento / "bento.yaml").read_text())
     assert {model["tag"].split(":")[0] for model in info["models"]} >= {"toon-filter", "mtcnn"}
     for source in [
@@ -40,19 +33,8 @@ def hadolint(dockerfile: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
-def built(bentofile: str) -> Path:
-    import bentoml
-
-    run = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", "-f", bentofile, "--output", "tag"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    return Path(bentoml.get(run.stdout.strip().splitlines()[-1].removeprefix("__tag__:")).path)
-
-
 def test_generated_dockerfile_passes_hadolint_and_runs_as_non_root(default_models):
-    dockerfile = built("bentofile.yaml") / "env" / "docker" / "Dockerfile"
+    dockerfile = build_bento("bentofile.yaml") / "env" / "docker" / "Dockerfile"
     lint = hadolint(dockerfile)
     assert lint.returncode == 0, lint.stdout
     text = dockerfile.read_text()
@@ -69,7 +51,7 @@ def test_hadolint_would_catch_a_bad_dockerfile(tmp_path):
 
 
 def test_gpu_bento_swaps_the_runtime_and_base_image(default_models):
-    bento = built("bentofile.gpu.yaml")
+    bento = build_bento("bentofile.gpu.yaml")
     requirements = (bento / "env" / "python" / "requirements.txt").read_text().splitlines()
     assert "onnxruntime-gpu==1.31.1" in requirements
     assert not [r for r in requirements if r.startswith(("onnxruntime==", "openvino=="))]
