@@ -34,8 +34,7 @@ from starlette.routing import Route
 
 import metrics
 from cost import BillingMeter, Charge, RollingCost, profile_from_env
-from generator import GeneratorSignature, OnnxGenerator, pick_providers
-from model_store import FP16_MODEL, MODEL_FILE, OPENVINO_IR, detector_spec
+from model_store import detector_spec, load_generator
 from preprocess import (
     AlignedFace,
     CorruptImage,
@@ -96,16 +95,6 @@ async def call_dependency(method, **kwargs):
         return await method(**kwargs)
 
 
-def choose_precision(requested: str, metadata: dict, min_psnr_db: float, gpu: bool = False) -> str:
-    """Reduced precision (fp16 on a GPU, bf16 on a CPU) only where the model's import measured
-    it close enough to fp32 on real faces."""
-    if requested != "auto":
-        return requested
-    reduced = "fp16" if gpu else "bf16"
-    psnr = metadata.get(f"{reduced}_psnr_db")
-    return reduced if psnr is not None and psnr >= min_psnr_db else "f32"
-
-
 def decode_settings(full_resolution: bool = False) -> DecodeSettings:
     return DecodeSettings(
         max_bytes=SETTINGS.max_bytes,
@@ -124,24 +113,13 @@ class Generator:
     model = bentoml.models.BentoModel(SETTINGS.generator_model)
 
     def __init__(self) -> None:
-        metadata = self.model.info.metadata
-        providers = pick_providers(SETTINGS.providers)
-        gpu = providers[0] != "CPUExecutionProvider"
-        precision = choose_precision(SETTINGS.precision, metadata, SETTINGS.min_psnr_db, gpu)
-        # Run the file whose quality the import measured: the IR for bf16, the fp16 copy on
-        # CUDA (TensorRT builds fp16 engines from the fp32 file itself), else the ONNX.
-        path = Path(self.model.path_of(MODEL_FILE))
-        if precision == "bf16" and Path(self.model.path_of(OPENVINO_IR)).is_file():
-            path = Path(self.model.path_of(OPENVINO_IR))
-        elif precision == "fp16" and providers[0] == "CUDAExecutionProvider":
-            path = Path(self.model.path_of(FP16_MODEL))
-        self.generator = OnnxGenerator(
-            path,
-            GeneratorSignature.from_metadata(metadata),
+        self.generator = load_generator(
+            self.model,
             threads=SETTINGS.generator_threads or None,
             providers=SETTINGS.providers,
-            backend="openvino" if path.suffix == ".xml" else SETTINGS.backend,
-            precision=precision,
+            backend=SETTINGS.backend,
+            precision=SETTINGS.precision,
+            min_psnr_db=SETTINGS.min_psnr_db,
             cache_dir=SETTINGS.cache_dir or Path(tempfile.gettempdir()) / "toonify-cache",
         )
         warm_up = self.generator.warm_up()  # before /readyz says yes

@@ -109,7 +109,7 @@ def test_optimised_graph_is_cached_and_reused(toon_filter_path, tmp_path, astron
 
 
 def test_precision_follows_the_measured_psnr():
-    from service import choose_precision
+    from model_store import choose_precision
 
     assert choose_precision("auto", {"bf16_psnr_db": 52.4}, 35.0) == "bf16"
     assert choose_precision("auto", {"bf16_psnr_db": 30.6}, 35.0) == "f32"
