@@ -16,7 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
+
+from .graph import GraphBuilder
 
 INPUT, OUTPUT = "image", "toon"
 EXPECTED_PARAMETERS = 182_443_267  # pix2pixHD GlobalGenerator at its defaults
@@ -34,20 +36,16 @@ class TwinShape:
     n_blocks: int = 9
 
 
-class _Builder:
-    def __init__(self, seed: int) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self.parameters = 0
-        self._count = 0
+class _Builder(GraphBuilder):
+    """pix2pixHD's layers, with seeded weights counted as parameters."""
 
-    def _name(self, prefix: str) -> str:
-        self._count += 1
-        return f"{prefix}_{self._count}"
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
+        self.parameters = 0
 
     def _weight(self, shape: tuple[int, ...], fan_in: int) -> str:
-        name = self._name("w")
+        name = self.name("w")
         # He initialisation keeps activations finite through 40 layers of random weights.
         values = self.rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2 / fan_in))
         self.initializers.append(numpy_helper.from_array(values, name))
@@ -55,24 +53,10 @@ class _Builder:
         return name
 
     def _bias(self, channels: int) -> str:
-        name = self._name("b")
+        name = self.name("b")
         self.initializers.append(numpy_helper.from_array(np.zeros(channels, np.float32), name))
         self.parameters += channels
         return name
-
-    def _const(self, values: np.ndarray) -> str:
-        name = self._name("c")  # not a parameter: padding amounts, InstanceNorm's fixed 1 and 0
-        self.initializers.append(numpy_helper.from_array(values, name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, **attrs) -> str:
-        out = self._name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
-        return out
-
-    def reflect(self, x: str, pad: int) -> str:
-        return self.op("Pad", x, self._const(np.array([0, 0, pad, pad, 0, 0, pad, pad], np.int64)),
-                       mode="reflect")  # fmt: skip
 
     def conv(self, x: str, c_in: int, c_out: int, k: int, stride: int = 1, pad: int = 0) -> str:
         weight = self._weight((c_out, c_in, k, k), c_in * k * k)
@@ -85,8 +69,9 @@ class _Builder:
                        strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])  # fmt: skip
 
     def norm(self, x: str, channels: int) -> str:
+        # Without affine, as pix2pixHD's: scale and shift are constants, not parameters.
         ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
-        return self.op("InstanceNormalization", x, self._const(ones), self._const(zeros),
+        return self.op("InstanceNormalization", x, self.const(ones), self.const(zeros),
                        epsilon=1e-5)  # fmt: skip
 
     def norm_relu(self, x: str, channels: int) -> str:
@@ -99,30 +84,20 @@ def build_cost_twin(
     """The twin as an ONNX model, and its parameter count (convolution weights and biases)."""
     b = _Builder(seed)
     ngf = shape.ngf
-    x = b.norm_relu(b.conv(b.reflect(INPUT, 3), 3, ngf, 7), ngf)
+    x = b.norm_relu(b.conv(b.reflect_pad(INPUT, 3), 3, ngf, 7), ngf)
     channels = ngf
     for _ in range(shape.n_downsampling):
         x = b.norm_relu(b.conv(x, channels, channels * 2, 3, stride=2, pad=1), channels * 2)
         channels *= 2
     for _ in range(shape.n_blocks):
-        y = b.norm_relu(b.conv(b.reflect(x, 1), channels, channels, 3), channels)
-        y = b.norm(b.conv(b.reflect(y, 1), channels, channels, 3), channels)
+        y = b.norm_relu(b.conv(b.reflect_pad(x, 1), channels, channels, 3), channels)
+        y = b.norm(b.conv(b.reflect_pad(y, 1), channels, channels, 3), channels)
         x = b.op("Add", x, y)
     for _ in range(shape.n_downsampling):
         x = b.norm_relu(b.up(x, channels, channels // 2), channels // 2)
         channels //= 2
-    x = b.conv(b.reflect(x, 3), channels, 3, 7)
-    b.nodes.append(helper.make_node("Tanh", [x], [OUTPUT]))
-
-    io_shape = ["N", 3, "H", "W"]
-    graph = helper.make_graph(
-        b.nodes, "pix2pixhd_global_generator_cost_twin",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, io_shape)],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, io_shape)],
-        b.initializers,
-    )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="toonify-serving cost-twin")  # fmt: skip
-    model.ir_version = 9
-    model.doc_string = DESCRIPTION
+    x = b.conv(b.reflect_pad(x, 3), channels, 3, 7)
+    b.op("Tanh", x, output=OUTPUT)
+    model = b.model("pix2pixhd_global_generator_cost_twin", INPUT, OUTPUT, DESCRIPTION)
+    model.producer_name = "toonify-serving cost-twin"
     return model, b.parameters

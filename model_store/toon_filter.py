@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-OPSET = 17
+from .graph import GraphBuilder
+
 INPUT, OUTPUT = "image", "toon"
 DESCRIPTION = (
     "Procedural cartoon filter (guided-filter smoothing, brightness bands, Sobel edge lines) "
@@ -27,35 +27,14 @@ DESCRIPTION = (
 )
 
 
-class _Graph:
-    """Tiny helper that names nodes and constants as it goes."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.initializers: list[onnx.TensorProto] = []
-        self._count = 0
-
-    def _name(self, prefix: str) -> str:
-        self._count += 1
-        return f"{prefix}_{self._count}"
-
-    def const(self, value, name: str | None = None) -> str:
-        name = name or self._name("c")
-        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def op(self, op_type: str, *inputs: str, **attrs) -> str:
-        out = self._name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
-        return out
+class _Graph(GraphBuilder):
+    """The filter's two building blocks on top of the generic builder."""
 
     def box(self, x: str, radius: int) -> str:
         """Mean over a (2r+1)^2 window per channel, reflecting at the border."""
         side = 2 * radius + 1
         weights = np.full((3, 1, side, side), 1.0 / side**2, dtype=np.float32)
-        pads = self.const(np.array([0, 0, radius, radius, 0, 0, radius, radius], dtype=np.int64))
-        padded = self.op("Pad", x, pads, mode="reflect")
-        return self.op("Conv", padded, self.const(weights), group=3)
+        return self.op("Conv", self.reflect_pad(x, radius), self.const(weights), group=3)
 
     def guided_smooth(self, x: str, radius: int, eps: float) -> str:
         mean = self.box(x, radius)
@@ -87,8 +66,7 @@ def build_toon_filter(
     )
     sobel_x = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float32)
     sobel = np.stack([sobel_x, sobel_x.T])[:, None]  # (2, 1, 3, 3)
-    pads = g.const(np.array([0, 0, 1, 1, 0, 0, 1, 1], dtype=np.int64))
-    gradients = g.op("Conv", g.op("Pad", luma, pads, mode="reflect"), g.const(sobel))
+    gradients = g.op("Conv", g.reflect_pad(luma, 1), g.const(sobel))
     magnitude = g.op(
         "Sqrt",
         g.op("ReduceSum", g.op("Mul", gradients, gradients), g.const(np.array([1], np.int64)),
@@ -107,24 +85,7 @@ def build_toon_filter(
     drawn = g.op("Mul", flat, shade)
 
     scaled = g.op("Sub", g.op("Mul", drawn, g.const(np.float32(2.0))), g.const(np.float32(1.0)))
-    g.nodes.append(
-        helper.make_node(
-            "Clip", [scaled, g.const(np.float32(-1)), g.const(np.float32(1))], [OUTPUT]
-        )
-    )
-
-    shape = ["N", 3, "H", "W"]
-    graph = helper.make_graph(
-        g.nodes,
-        "toon_filter",
-        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape)],
-        g.initializers,
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="toonify-serving"
-    )
-    model.ir_version = 9  # readable by every onnxruntime release that supports opset 17
-    model.doc_string = DESCRIPTION
+    g.op("Clip", scaled, g.const(np.float32(-1)), g.const(np.float32(1)), output=OUTPUT)
+    model = g.model("toon_filter", INPUT, OUTPUT, DESCRIPTION)
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -1,0 +1,51 @@
+"""A small ONNX graph builder for the models this project writes itself (toon-filter, cost-twin)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IMAGE_SHAPE = ["N", 3, "H", "W"]  # NCHW, any batch and size
+
+
+class GraphBuilder:
+    """Names nodes and constants as it goes; ``model()`` wraps them into an image-to-image model."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}_{self._count}"
+
+    def const(self, value, prefix: str = "c") -> str:
+        name = self.name(prefix)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, output: str | None = None, **attrs) -> str:
+        output = output or self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], **attrs))
+        return output
+
+    def reflect_pad(self, x: str, pad: int) -> str:
+        pads = self.const(np.array([0, 0, pad, pad, 0, 0, pad, pad], dtype=np.int64))
+        return self.op("Pad", x, pads, mode="reflect")
+
+    def model(self, name: str, image: str, output: str, description: str) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, name,
+            [helper.make_tensor_value_info(image, TensorProto.FLOAT, IMAGE_SHAPE)],
+            [helper.make_tensor_value_info(output, TensorProto.FLOAT, IMAGE_SHAPE)],
+            self.initializers,
+        )  # fmt: skip
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="toonify-serving"
+        )
+        model.ir_version = 9  # readable by every onnxruntime release that supports opset 17
+        model.doc_string = description
+        return model
