@@ -146,17 +146,22 @@ class RollingCost:
         self.window_s = window_s
         self.clock = clock
         self._events: collections.deque[tuple[float, float, int]] = collections.deque()
+        self._usd, self._images = 0.0, 0  # running totals of the events in the window
         self._lock = threading.Lock()
 
     def add(self, usd: float = 0.0, images: int = 0) -> None:
         with self._lock:
             self._events.append((self.clock(), usd, images))
+            self._usd += usd
+            self._images += images
 
     def per_1000_images(self) -> float:
         with self._lock:
             horizon = self.clock() - self.window_s
             while self._events and self._events[0][0] < horizon:
-                self._events.popleft()
-            usd = sum(event[1] for event in self._events)
-            images = sum(event[2] for event in self._events)
-        return cost_per_1000_images(usd, images)
+                _, usd, images = self._events.popleft()
+                self._usd -= usd
+                self._images -= images
+            if not self._events:
+                self._usd = 0.0  # no float residue once the window is empty
+            return cost_per_1000_images(self._usd, self._images)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import bentoml
 import numpy as np
-import onnx
 
 from generator import GeneratorSignature, OnnxGenerator, convert_to_fp16, pick_providers
 
@@ -73,6 +72,8 @@ def check_generator(path: Path, signature: GeneratorSignature) -> None:
 
 def external_data_files(path: Path) -> list[Path]:
     """Files an ONNX model keeps its weights in, beside it (large models are saved that way)."""
+    import onnx  # only the import commands need it, not the services' workers
+
     model = onnx.load(str(path), load_external_data=False)
     names = {
         entry.value
@@ -251,6 +252,8 @@ def build_defaults() -> list[bentoml.Model]:
     detector = import_detector(packaged_weights_dir(), DEFAULT_DETECTOR, "mtcnn", LICENCE)
     with tempfile.TemporaryDirectory() as staging:
         path = Path(staging) / "toon_filter.onnx"
+        import onnx
+
         onnx.save(build_toon_filter(), path)
         generator = import_generator(
             path,
@@ -265,6 +268,8 @@ def build_defaults() -> list[bentoml.Model]:
 
 def build_twin(size: int = 512, shape=None) -> bentoml.Model:
     """Register ``cost-twin``: pix2pixHD's architecture with seeded random weights."""
+    import onnx
+
     from .cost_twin import DESCRIPTION, TwinShape, build_cost_twin
 
     model, parameters = build_cost_twin(shape=shape or TwinShape())
