@@ -7,10 +7,11 @@ SHARED_MODELS ?= ../shared/models
 
 .PHONY: venv defaults serve test lint build build-gpu import-animegan grid bench-preprocess bench-service bench-cost loadtest-day loadtest-capacity clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .  # the project's packages, as users import them
 	touch $@
 
 venv: $(BIN)/.installed
@@ -24,14 +25,15 @@ serve: defaults
 test: venv
 	$(BIN)/python -m pytest -q
 
-lint: venv
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: venv  # style, then the layering in pyproject.toml's import-linter contracts
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 build: defaults
 	$(BIN)/bentoml build
 
-build-gpu: defaults
-	$(BIN)/bentoml build -f bentofile.gpu.yaml
+build-gpu: defaults  # bentofile.yaml with deploy/gpu/overrides.yaml merged in
+	mkdir -p build && $(BIN)/python deploy/gpu/bentofile.py > build/bentofile.gpu.yaml
+	$(BIN)/bentoml build -f build/bentofile.gpu.yaml
 
 import-animegan: defaults
 	$(BIN)/python -m model_store import-generator $(SHARED_MODELS)/animeganv3_tiny_cute.onnx \
@@ -42,7 +44,7 @@ grid: defaults
 	$(BIN)/python docs/make_grid.py
 
 bench-preprocess: venv
-	$(BIN)/python benchmarks/preprocess.py
+	$(BIN)/python benchmarks/preprocess_stages.py
 
 bench-service: defaults
 	$(BIN)/python benchmarks/service_vs_raw.py

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import onnxruntime as ort
 from flask import Flask, Response, request
 from PIL import Image
 
-from generator import GeneratorSignature
 from preprocess import InputError, align_face, create_detector, read_photo
+from toonify.generator import GeneratorSignature
 
 
 def create_app(model: Path, signature: GeneratorSignature) -> Flask:

@@ -11,15 +11,12 @@ images at $3.99 per GPU-hour; on a CPU it measures the CPU provider.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from generator import GeneratorSignature, OnnxGenerator
+from toonify.generator import GeneratorSignature, OnnxGenerator
 
 GPU_HOUR_USD = 3.99
 

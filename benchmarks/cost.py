@@ -21,16 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# A model store of its own, set before anything imports bentoml.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="toonify-cost-")
 
 import httpx  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from generator import GeneratorSignature  # noqa: E402
-from model_store import build_defaults, import_generator  # noqa: E402
-from tests.served import Served, scrape  # noqa: E402
+from model_store.build import build_defaults, import_generator  # noqa: E402
+from toonify.generator import GeneratorSignature  # noqa: E402
+from toonify.served import Served, scrape  # noqa: E402
 
 USD = 'toonify_billed_usd_total{profile="cloudrun-2020"}'
 SECONDS = 'toonify_billed_seconds_total{profile="cloudrun-2020"}'

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# A model store of its own, set before anything imports bentoml.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="toonify-twin-")
 
 import httpx  # noqa: E402
@@ -36,9 +36,10 @@ import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from cost import BillingMeter, load_profiles  # noqa: E402
-from model_store import MODEL_FILE, build_defaults, build_twin  # noqa: E402
-from tests.served import free_port  # noqa: E402
+from model_store import MODEL_FILE  # noqa: E402
+from model_store.build import build_defaults, build_twin  # noqa: E402
+from toonify.cost import BillingMeter, load_profiles  # noqa: E402
+from toonify.served import free_port  # noqa: E402
 
 PRECISION = os.environ.get("TOONIFY_PRECISION", "bf16")
 GOALS = {"usd_per_1000": 0.045, "cold_start_s": 2.0, "generator_peak_rss_mb": 1000.0}

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# A model store of its own, set before anything imports bentoml.
 os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="toonify-bench-")
 
 import httpx  # noqa: E402
@@ -36,10 +36,11 @@ import onnxruntime as ort  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from generator import GeneratorSignature  # noqa: E402
-from model_store import MODEL_FILE, build_defaults, import_generator  # noqa: E402
+from model_store import MODEL_FILE  # noqa: E402
+from model_store.build import build_defaults, import_generator  # noqa: E402
 from preprocess import align_face, create_detector  # noqa: E402
-from tests.served import Served  # noqa: E402  (the same harness the tests use)
+from toonify.generator import GeneratorSignature  # noqa: E402
+from toonify.served import Served  # noqa: E402  the same harness the tests use
 
 GOAL = 0.95
 
@@ -68,9 +69,10 @@ def raw_throughput(model_path: str, tensor: np.ndarray, images: int) -> float:
 
 
 def pipeline_throughput(model_path: str, signature, photo: bytes, images: int) -> float:
-    from generator import OnnxGenerator
-    from preprocess.pipeline import prepare_photo
     from responses import encode_image
+
+    from preprocess.pipeline import prepare_photo
+    from toonify.generator import OnnxGenerator
 
     generator = OnnxGenerator(model_path, signature)
     detector = create_detector("mtcnn")

@@ -15,12 +15,11 @@ import numpy as np
 import skimage.data
 from PIL import Image, ImageDraw, ImageOps
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from model_store import MODEL_FILE, detector_spec
+from preprocess import align_face, create_detector
+from toonify.generator import GeneratorSignature, OnnxGenerator
 
-from generator import GeneratorSignature, OnnxGenerator  # noqa: E402
-from model_store import MODEL_FILE, detector_spec  # noqa: E402
-from preprocess import align_face, create_detector  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TILE = 256
 GENERATORS = [

@@ -31,6 +31,7 @@ import httpx
 import psutil
 
 from loadtest.report import load_records, markdown, plot, summarise
+from toonify.served import Served
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE_OF = {"day": "day", "smoke": "day", "capacity": "step", "overload": "constant"}
@@ -108,9 +109,6 @@ def run(args) -> dict:
         old.unlink()
     server = None
     if args.start:
-        sys.path.insert(0, str(ROOT))
-        from tests.served import Served
-
         env = {"TOONIFY_GENERATOR_MODEL": args.model} if args.model else {}
         server = Served(env, Path(tempfile.mkdtemp()) / "serve.log")
     url = server.url if server else args.host

@@ -30,7 +30,7 @@ def _encode(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
     return buffer.getvalue()
 
 
-def _phone_jpeg(photo: Image.Image, size: tuple[int, int] = (4032, 3024)) -> bytes:
+def phone_jpeg(photo: Image.Image, size: tuple[int, int] = (4032, 3024)) -> bytes:
     """A 12 MP JPEG stored sideways with EXIF Orientation 6, as phones write portraits."""
     canvas = photo.resize(size, Image.Resampling.BILINEAR)
     exif = Image.Exif()
@@ -45,7 +45,7 @@ def build_pool() -> list[Upload]:
         Upload("astronaut.jpg", _encode(astronaut, quality=92), True, 20),
         Upload("t1.jpg", t1.read_bytes(), True, 10),
         Upload("astronaut.png", _encode(astronaut, "PNG"), True, 8),
-        Upload("phone-12mp-orientation6.jpg", _phone_jpeg(astronaut), True, 20),
+        Upload("phone-12mp-orientation6.jpg", phone_jpeg(astronaut), True, 20),
         Upload("coffee-no-face.jpg", _encode(Image.fromarray(skimage.data.coffee())), False, 8),
     ]
     faces = ASSETS / "faces"
@@ -55,7 +55,7 @@ def build_pool() -> list[Upload]:
         pexels = faces / "pexels_two_women_on_phones.jpg"
         if pexels.is_file():
             photo = Image.open(pexels).convert("RGB")
-            pool.append(Upload("pexels-12mp-orientation6.jpg", _phone_jpeg(photo), True, 10))
+            pool.append(Upload("pexels-12mp-orientation6.jpg", phone_jpeg(photo), True, 10))
     return pool
 
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from generator import GeneratorSignature
+from toonify.generator import GeneratorSignature
 
-from . import (
+from .build import (
     DETECTOR_FAMILIES,
     ModelImportError,
     build_defaults,

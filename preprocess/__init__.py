@@ -6,11 +6,13 @@ Plain functions and small classes; no HTTP, no BentoML. One photo goes through::
     faces = detector.detect(photo)              # list[Face], largest first
     aligned = align_face(photo, faces[0].landmarks, size=512)
     result = paste_back(photo, [aligned], [toon_crop])
+
+The errors are imported at once; everything else when first used, so a process that only needs
+the errors (the service's entry worker) never loads Pillow, OpenCV or ONNX Runtime.
 """
 
-from .align import AlignedFace, align_face, ffhq_quad
-from .decode import DecodeSettings, decode_image, orient_image, read_photo, to_rgb
-from .detect import DetectorSettings, Face, FaceDetector, create_detector
+import lazy_loader
+
 from .errors import (
     CorruptImage,
     ImageTooLarge,
@@ -19,26 +21,24 @@ from .errors import (
     NotAnImage,
     UnsupportedFormat,
 )
-from .paste import paste_back
+
+__getattr__, __dir__, _lazy_all = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "align": ["AlignedFace", "align_face", "ffhq_quad"],
+        "decode": ["DecodeSettings", "decode_image", "orient_image", "read_photo", "to_rgb"],
+        "detect": ["DetectorSettings", "Face", "FaceDetector"],
+        "detectors": ["create_detector"],
+        "paste": ["paste_back"],
+    },
+)
 
 __all__ = [
-    "AlignedFace",
     "CorruptImage",
-    "DecodeSettings",
-    "DetectorSettings",
-    "Face",
-    "FaceDetector",
     "ImageTooLarge",
     "InputError",
     "NoFaceFound",
     "NotAnImage",
     "UnsupportedFormat",
-    "align_face",
-    "create_detector",
-    "decode_image",
-    "ffhq_quad",
-    "orient_image",
-    "paste_back",
-    "read_photo",
-    "to_rgb",
+    *_lazy_all,
 ]

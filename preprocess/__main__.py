@@ -16,7 +16,8 @@ from pathlib import Path
 
 from .align import align_face
 from .decode import read_photo
-from .detect import DetectorSettings, create_detector
+from .detect import DetectorSettings
+from .detectors import create_detector
 from .errors import InputError
 
 

@@ -149,28 +149,3 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
         overlap = inter / np.maximum(denominator, 1e-9)
         order = rest[overlap <= threshold]
     return np.asarray(keep, dtype=np.int64)
-
-
-DETECTOR_NAMES = ("mtcnn", "scrfd", "yunet")
-
-
-def create_detector(spec: str, settings: DetectorSettings = DetectorSettings()) -> FaceDetector:
-    """A detector from a spec: ``mtcnn``, ``mtcnn:DIR``, ``scrfd:PATH|PACK``, ``yunet:PATH``."""
-    name, _, location = spec.partition(":")
-    if name == "mtcnn":
-        from .detectors.mtcnn import MtcnnDetector
-
-        return MtcnnDetector.from_dir(location or None, settings)
-    if name == "scrfd":
-        from .detectors.scrfd import ScrfdDetector
-
-        if not location:
-            raise ValueError("scrfd needs a model: scrfd:/path/to/scrfd.onnx or scrfd:buffalo_l")
-        return ScrfdDetector.from_spec(location, settings)
-    if name == "yunet":
-        from .detectors.yunet import YunetDetector
-
-        if not location:
-            raise ValueError("yunet needs a model: yunet:/path/to/yunet.onnx")
-        return YunetDetector(cpu_session(location, settings.threads), settings)
-    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")

@@ -1,4 +1,7 @@
-"""The preprocessing stage as one call: bytes in, aligned crops with their quads out, timed."""
+"""The preprocessing stage as one call: bytes in, aligned crops with their quads out, timed.
+
+The decoded photo is kept with the crops, so pasting the toons back needs no second decode.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,11 @@ from .align import AlignedFace, align_face
 from .decode import DecodeSettings, decode_image, orient_image, to_rgb
 from .detect import Face, FaceDetector
 from .errors import NoFaceFound
-from .paste import paste_back
 
 
 @dataclass(frozen=True, eq=False)
 class PreparedPhoto:
-    photo_size: tuple[int, int]  # the upright photo the quads refer to
+    photo: Image.Image  # upright 8-bit RGB; the quads refer to its pixels
     num_faces: int  # faces detected, before selection
     faces: list[Face]
     aligned: list[AlignedFace]
@@ -75,12 +77,4 @@ def prepare_photo(
     chosen = select_faces(faces, face_index, all_faces, max_faces)
     aligned = [align_face(photo, face.landmarks, crop_size, supersample) for face in chosen]
     lap("align")
-    return PreparedPhoto(photo.size, len(faces), chosen, aligned, timings)
-
-
-def compose_photo(
-    data: bytes, faces: list[AlignedFace], decode: DecodeSettings = DecodeSettings()
-) -> Image.Image:
-    """The upright photo again (same decode settings as prepare), with each face's crop pasted."""
-    photo = to_rgb(orient_image(decode_image(data, decode)), decode.background)
-    return paste_back(photo, faces, [face.image for face in faces])
+    return PreparedPhoto(photo, len(faces), chosen, aligned, timings)

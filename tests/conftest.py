@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .served import Served
+from toonify.served import Served
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models"))
@@ -73,7 +73,7 @@ def detectors() -> dict:
 
 @pytest.fixture(scope="session")
 def default_models():
-    from model_store import build_defaults
+    from model_store.build import build_defaults
 
     return {model.tag.name: model for model in build_defaults()}
 
@@ -81,8 +81,8 @@ def default_models():
 @pytest.fixture(scope="session")
 def learned_models(default_models):
     """AnimeGANv3 and SCRFD-2.5G from ../shared/models, imported as the README says."""
-    from generator import GeneratorSignature
-    from model_store import import_detector, import_generator
+    from model_store.build import import_detector, import_generator
+    from toonify.generator import GeneratorSignature
 
     generator = import_generator(
         asset("animeganv3_tiny_cute.onnx"), "animeganv3",

@@ -15,8 +15,9 @@ import httpx
 import pytest
 from PIL import Image
 
+from toonify.served import Served, build_bento
+
 from .conftest import ROOT
-from .served import Served, build_bento
 
 
 @pytest.fixture(scope="module")

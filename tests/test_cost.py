@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cost import (
+from toonify.cost import (
     BillingMeter,
     PriceProfile,
     RollingCost,

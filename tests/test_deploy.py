@@ -8,8 +8,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import metrics
-from settings import Settings
+from toonify import metrics
+from toonify.settings import Settings
 
 from .conftest import ROOT
 

@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 
-from generator import GeneratorSignature, OnnxGenerator, pick_providers
 from model_store.toon_filter import build_toon_filter
+from toonify.generator import GeneratorSignature, OnnxGenerator, pick_providers
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_precision_follows_the_measured_psnr():
 
 
 def test_gpu_providers_come_first_and_tensorrt_gets_fp16_and_a_cache(monkeypatch, tmp_path):
-    import generator
+    from toonify import generator
 
     everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(generator.ort, "get_available_providers", lambda: everything)
@@ -138,7 +138,7 @@ def test_gpu_providers_come_first_and_tensorrt_gets_fp16_and_a_cache(monkeypatch
 def test_fp16_conversion_keeps_float32_io_and_the_learned_look(tmp_path, astronaut):
     import onnx
 
-    from generator import convert_to_fp16
+    from model_store.build import convert_to_fp16
 
     from .conftest import asset
 

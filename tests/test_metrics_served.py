@@ -13,8 +13,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from toonify.served import scrape
+
 from .conftest import ROOT
-from .served import scrape
 
 GRANULARITY = 0.001  # fine billing units, so the comparison is about overlap, not rounding
 

@@ -11,18 +11,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from generator import GeneratorSignature
-from model_store import (
-    MODEL_FILE,
+from model_store import MODEL_FILE, detector_spec
+from model_store.build import (
     ModelImportError,
     build_defaults,
-    detector_spec,
     import_detector,
     import_generator,
     list_models,
     sha256_of,
 )
 from preprocess import create_detector
+from toonify.generator import GeneratorSignature
 
 from .conftest import ROOT, asset
 
@@ -135,7 +134,7 @@ def test_cost_twin_has_the_seed_architecture():
 
 
 def test_build_twin_labels_it_everywhere(tmp_path):
-    from model_store import build_twin
+    from model_store.build import build_twin
     from model_store.cost_twin import TwinShape
 
     model = build_twin(size=64, shape=TwinShape(ngf=4))

@@ -1,15 +1,21 @@
-"""The preprocessing stage in one call, and the service classes called directly (no server)."""
+"""The preprocessing stage in one call, the worker's two calls around the generator, and the
+service classes called directly (no server)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from preprocess import NoFaceFound
-from preprocess.pipeline import compose_photo, prepare_photo, select_faces
+from preprocess.pipeline import prepare_photo, select_faces
+from toonify.photos import PhotoPipeline
+from toonify.schema import ToonifyOptions, Toons
+from toonify.settings import Settings
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -38,32 +44,39 @@ def test_face_selection(detectors, t1_photo):
         select_faces([], None, True, 8)
 
 
-def test_compose_photo_pastes_into_the_full_photo(detectors, astronaut):
-    data = png_bytes(astronaut)
-    prepared = prepare_photo(data, detectors("mtcnn"))
-    black = [type(a)(image=Image.new("RGB", a.image.size), quad=a.quad) for a in prepared.aligned]
-    result = np.asarray(compose_photo(data, black))
-    assert result.shape == (512, 512, 3)
-    nose_x, nose_y = prepared.faces[0].landmarks[2].astype(int)
-    assert result[nose_y, nose_x].max() < 10
+def test_the_photo_is_decoded_once_and_kept_for_paste_back(detectors, t1_photo):
+    pipeline = PhotoPipeline(detectors("mtcnn"), Settings())
+    job = pipeline.prepare(png_bytes(t1_photo), ToonifyOptions(paste_back=True, format="png"))
+    assert job.prepared.photo.size == t1_photo.size and job.answer_size == t1_photo.size
+    black = np.zeros_like(job.crops)
+    toons = Toons(pixels=black, queued_s=0.0, generate_s=0.0, batch_size=len(black))
+    result = pipeline.finish(job, toons, ToonifyOptions(paste_back=True, format="png"))
+    pasted = np.asarray(Image.open(io.BytesIO(result.image)))
+    assert pasted.shape == np.asarray(t1_photo).shape
+    for face in job.prepared.faces:
+        nose_x, nose_y = face.landmarks[2].astype(int)
+        assert pasted[nose_y, nose_x].max() < 10  # the black toon is in, at full resolution
+    assert set(result.timings) == {
+        "decode", "orient", "detect", "align", "generator_queue", "generate", "paste_back",
+        "encode",
+    }  # fmt: skip
 
 
 def test_services_called_directly(default_models, astronaut):
-    """The service classes as plain objects: errors come back as values, crops as uint8."""
-    from service import Generator, Preprocess
+    """The service classes as plain objects (the generator in-process): answers as typed
+    values, user errors as error answers with their status."""
+    from service import Preprocess
 
     preprocess = Preprocess()
-    prepared = preprocess.prepare(png_bytes(astronaut))
-    assert prepared["num_faces"] == 1 and prepared["crops"].dtype == np.uint8
-    assert prepared["crops"].shape == (1, 512, 512, 3) and len(prepared["faces"][0]["quad"]) == 4
-    assert preprocess.prepare(b"not an image")["error"] == "not_an_image"
-    grey = preprocess.prepare(png_bytes(Image.new("RGB", (200, 200), "grey")))
-    assert grey == {"error": "no_face", "detail": grey["detail"], "num_faces": 0}
 
-    results = Generator().generate([{"crop": crop, "sent": 0.0} for crop in prepared["crops"]])
-    toons = np.stack([result["toon"] for result in results])
-    assert toons.shape == prepared["crops"].shape and toons.dtype == np.uint8
-    composed = preprocess.compose(
-        png_bytes(astronaut), [prepared["faces"][0]["quad"]], toons, "png"
-    )
-    assert Image.open(io.BytesIO(composed)).size == astronaut.size
+    def toonify(data: bytes, **options):
+        call = preprocess.toonify_photo(data, ToonifyOptions(**options), time.time() + 60)
+        return asyncio.run(call)
+
+    result = toonify(png_bytes(astronaut), format="png", return_aligned=True)
+    assert result.num_faces == 1 and result.image_type == "image/png"
+    assert Image.open(io.BytesIO(result.image)).size == (512, 1024)
+    not_an_image = toonify(b"not an image")
+    assert not_an_image.status_code == 400 and b"not_an_image" in not_an_image.body
+    grey = toonify(png_bytes(Image.new("RGB", (200, 200), "grey")))
+    assert grey.status_code == 422 and b'"num_faces":0' in grey.body

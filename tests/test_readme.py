@@ -39,6 +39,10 @@ def test_readme_curl_returns_a_toon_of_the_astronaut(serve, default_models, tmp_
     assert result.returncode == 0, result.stderr
     toon = Image.open(tmp_path / "toon.jpg")
     assert toon.format == "JPEG" and toon.size == (512, 512)
+    raw = command("curl --data-binary @astronaut.png").replace("http://localhost:3000", server.url)
+    result = run(raw, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert Image.open(tmp_path / "whole.png").size == (512, 512)
 
 
 def test_readme_animegan_import_command(default_models, tmp_path):

@@ -1,0 +1,30 @@
+"""The detector registry: a spec string names a backend and where its weights are.
+
+The base class lives in ``preprocess.detect``; each backend imports it, and only this module
+imports the backends, so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+from ..detect import DetectorSettings, FaceDetector, cpu_session
+from .mtcnn import MtcnnDetector
+from .scrfd import ScrfdDetector
+from .yunet import YunetDetector
+
+DETECTOR_NAMES = ("mtcnn", "scrfd", "yunet")
+
+
+def create_detector(spec: str, settings: DetectorSettings = DetectorSettings()) -> FaceDetector:
+    """A detector from a spec: ``mtcnn``, ``mtcnn:DIR``, ``scrfd:PATH|PACK``, ``yunet:PATH``."""
+    name, _, location = spec.partition(":")
+    if name == "mtcnn":
+        return MtcnnDetector.from_dir(location or None, settings)
+    if name == "scrfd":
+        if not location:
+            raise ValueError("scrfd needs a model: scrfd:/path/to/scrfd.onnx or scrfd:buffalo_l")
+        return ScrfdDetector.from_spec(location, settings)
+    if name == "yunet":
+        if not location:
+            raise ValueError("yunet needs a model: yunet:/path/to/yunet.onnx")
+        return YunetDetector(cpu_session(location, settings.threads), settings)
+    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")

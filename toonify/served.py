@@ -1,4 +1,5 @@
-"""A real `bentoml serve` in a subprocess (source tree or built bento), for tests and benchmarks."""
+"""A real `bentoml serve` in a subprocess (source tree or built bento), for tests, benchmarks and
+the load test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,8 +23,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def model_store() -> Path:
+    return Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml")) / "models"
+
+
 class Served:
-    """A real `bentoml serve` of service:Toonify in a subprocess."""
+    """A real `bentoml serve` of service:Toonify in a subprocess.
+
+    Each instance gets a BentoML home of its own (sharing the model store): `bentoml serve`
+    wipes its home's Prometheus directory at start, which would reset any other instance's
+    metrics.
+    """
 
     def __init__(
         self,
@@ -36,6 +47,9 @@ class Served:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = command or [sys.executable, "-m", "bentoml", "serve", "service:Toonify"]
+        home = Path(tempfile.mkdtemp(prefix="toonify-serve-"))
+        (home / "models").symlink_to(model_store(), target_is_directory=True)
+        env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env}
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port)],
             cwd=cwd, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
@@ -53,7 +67,7 @@ class Served:
                     return
             except httpx.TransportError:
                 pass
-            time.sleep(0.5)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
 

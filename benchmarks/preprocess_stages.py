@@ -1,6 +1,6 @@
 """Median milliseconds per preprocessing stage for a 12 MP phone photo, per detector, on one core.
 
-    python benchmarks/preprocess.py [--runs 15] [--assets ../shared/models]
+    python benchmarks/preprocess_stages.py [--runs 15] [--assets ../shared/models]
 
 The photo is a 4032x3024 JPEG stored sideways with EXIF Orientation 6, as phones write them,
 made from ../shared/models/faces/pexels_two_women_on_phones.jpg (or, without it, from the
@@ -16,13 +16,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, before numpy/scipy st
 import argparse
 import io
 import statistics
-import sys
 import time
 from pathlib import Path
 
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from preprocess import (
     DecodeSettings,

@@ -93,18 +93,6 @@ def provider_options(providers: list[str], fp16: bool, cache_dir: Path | None) -
     return configured
 
 
-def convert_to_fp16(source: Path, target: Path) -> Path:
-    """An fp16 copy of an ONNX model for the CUDA provider (inputs and outputs stay float32)."""
-    import onnx
-    from onnxconverter_common import float16
-
-    model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    large = model.ByteSize() > 1 << 30  # protobuf cannot hold 2 GB; keep big weights outside
-    onnx.save(model, str(target), save_as_external_data=large, location=f"{target.name}.weights")
-    return target
-
-
 def pick_providers(requested: str = "auto") -> list[str]:
     """Execution providers: the ones asked for, or the best this onnxruntime build offers."""
     available = ort.get_available_providers()

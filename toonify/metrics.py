@@ -1,13 +1,14 @@
 """The service's Prometheus metrics (docs/metrics.md lists each with its PromQL).
 
-Served by BentoML's /metrics in prometheus_client's multiprocess mode: every worker of every
-service writes to the directory BentoML sets before it imports the service, so these are
-module-level objects and gauges say how to combine processes.
+prometheus_client's multiprocess mode: every worker of every service writes to the directory
+BentoML sets before it imports the service, so these are module-level objects and gauges say how
+to combine processes. The entry service serves them all at /metrics (``exposition``).
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STAGES = (
@@ -29,7 +30,18 @@ generator_batch_size = Histogram(
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
 )
 images = Counter("toonify_images", "Uploaded photos by outcome.", ["outcome"])
-faces = Counter("toonify_faces", "Faces found in uploaded photos.")
+http_requests = Counter(
+    "toonify_http_requests",
+    "HTTP requests to the entry service by route template (unknown paths: unmatched) and status.",
+    ["route", "status"],
+)
+http_request_seconds = Histogram(
+    "toonify_http_request_seconds",
+    "Time from a request's arrival to the end of its answer, by route template.",
+    ["route"],
+    buckets=STAGE_BUCKETS,
+)
+faces = Counter("toonify_faces", "Faces toonified (the faces in answers).")
 requests_in_flight = Gauge(
     "toonify_requests_in_flight", "Toonify requests being handled.", multiprocess_mode="livesum"
 )
@@ -61,3 +73,22 @@ for outcome in OUTCOMES:  # export zeros so rates exist before the first failure
     images.labels(outcome)
 for stage in STAGES:
     stage_seconds.labels(stage)
+
+
+def observe_photo(timings: dict[str, float], faces_answered: int) -> None:
+    """One photo through the pipeline: each stage it went through, once."""
+    for stage, seconds in timings.items():
+        stage_seconds.labels(stage).observe(seconds)
+    faces.inc(faces_answered)
+
+
+def observe_batch(size: int, seconds: float) -> None:
+    generator_batch_seconds.observe(seconds)
+    generator_batch_size.observe(size)
+
+
+def exposition() -> bytes:
+    """Every process's metrics, in Prometheus' text format."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return generate_latest(registry)

@@ -1,8 +1,8 @@
 """Service settings, from TOONIFY_* environment variables (read once, at import).
 
-Every field's default is what `bentoml serve` uses on a fresh machine; docs/configuration.md
-lists them. Worker counts and batching are read when the service classes are defined, so they
-must be set before `bentoml serve` starts.
+Every field's default is what `bentoml serve` uses on a fresh machine; the README lists them.
+Worker counts and batching are read when the service classes are defined, so they must be set
+before `bentoml serve` starts.
 """
 
 from __future__ import annotations
@@ -23,8 +23,13 @@ class Settings:
     max_faces: int = 8  # faces toonified per photo with all_faces or paste_back
     max_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
+    # The answer's pixels (face sheet or pasted photo): bounds what one small upload can cost.
+    max_output_pixels: int = 4096 * 4096
     draft_long_side: int = 1600
-    preprocess_workers: int = 2
+    # One preprocessing worker with two threads does the work of two workers in one process
+    # (decode, detection and resampling release the GIL): docs/performance.md.
+    preprocess_workers: int = 1
+    preprocess_threads: int = 2
     generator_workers: int = 1
     generator_threads: int = 0  # 0: the CPUs this process may use
     providers: str = "auto"  # or a comma list such as CUDAExecutionProvider,CPUExecutionProvider
@@ -33,11 +38,15 @@ class Settings:
     min_psnr_db: float = 35.0
     cache_dir: str = ""  # optimised graphs and compiled blobs; "" = <tmp>/toonify-cache
     max_batch_size: int = 8
-    max_latency_ms: int = 30_000
-    request_timeout_s: int = 120
-    # Overload: requests beyond this many in flight are refused at once (503, Retry-After)
-    # instead of queueing until they time out; it also bounds memory (uploads held at once).
+    request_timeout_s: int = 120  # from the request's arrival to its answer, across services
+    # Overload: past this many requests being processed, new ones are refused at once (503,
+    # Retry-After) before their upload is read, instead of queueing until they time out.
     max_in_flight: int = 16
+    # Uploads being received do not hold a processing slot; they have their own bound
+    # (0: twice max_in_flight) and deadlines, so slow clients cannot starve the others.
+    max_receiving: int = 0
+    body_timeout_s: float = 60.0  # the whole upload
+    body_idle_timeout_s: float = 15.0  # between two chunks of it
     retry_after_s: int = 2
     # What the platform bills for one instance (cost accounting; the profile is
     # TOONIFY_COST_PROFILE, see cost.py).
@@ -61,8 +70,10 @@ class Settings:
                     f"TOONIFY_{field.name.upper()}={raw!r} is not a valid {kind.__name__}"
                 ) from None
         settings = cls(**values)
-        if settings.max_batch_size < 2:
-            raise ValueError("TOONIFY_MAX_BATCH_SIZE must be at least 2 (BentoML's lower bound)")
+        if settings.max_batch_size < 1:
+            raise ValueError("TOONIFY_MAX_BATCH_SIZE must be at least 1")
+        if settings.max_receiving == 0:
+            settings = dataclasses.replace(settings, max_receiving=2 * settings.max_in_flight)
         return settings
 
 

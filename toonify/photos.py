@@ -1,0 +1,86 @@
+"""The preprocessing worker's part of a request: two calls on either side of the generator.
+
+``prepare`` decodes the photo once (at the resolution the answer needs), orients it, finds and
+aligns the faces, and checks the answer's size before anything is generated. ``finish`` pastes
+the toons back into that same decoded photo, or lays them out side by side, and encodes it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from preprocess import DecodeSettings, FaceDetector
+from preprocess.pipeline import PreparedPhoto, prepare_photo
+
+from .answer import answer_size, encode_image, face_sheet, paste_answer
+from .schema import FaceInfo, ToonifiedPhoto, ToonifyOptions, Toons
+from .settings import Settings
+
+FULL_RESOLUTION = 1 << 30
+
+
+@dataclass(frozen=True, eq=False)
+class PhotoJob:
+    prepared: PreparedPhoto
+    answer_size: tuple[int, int]
+
+    @property
+    def crops(self) -> np.ndarray:
+        """(N, S, S, 3) uint8 RGB: what goes to the generator."""
+        return np.stack([np.asarray(face.image) for face in self.prepared.aligned])
+
+
+class PhotoPipeline:
+    def __init__(self, detector: FaceDetector, settings: Settings) -> None:
+        self.detector = detector
+        self.settings = settings
+
+    def prepare(self, data: bytes, options: ToonifyOptions) -> PhotoJob:
+        settings = self.settings
+        if options.paste_back:  # the answer is the photo itself: decode what it needs
+            draft = max(options.size or FULL_RESOLUTION, settings.draft_long_side)
+        else:
+            draft = settings.draft_long_side
+        prepared = prepare_photo(
+            data,
+            self.detector,
+            decode=DecodeSettings(settings.max_bytes, settings.max_pixels, draft),
+            face_index=options.face_index,
+            all_faces=options.all_faces or options.paste_back,
+            max_faces=settings.max_faces,
+            crop_size=settings.crop_size,
+            supersample=settings.supersample,
+        )
+        size = answer_size(
+            options, len(prepared.faces), prepared.photo.size, settings.crop_size,
+            settings.max_output_pixels,
+        )  # fmt: skip
+        return PhotoJob(prepared, size)
+
+    def finish(self, job: PhotoJob, toons: Toons, options: ToonifyOptions) -> ToonifiedPhoto:
+        timings = {
+            **job.prepared.timings,
+            "generator_queue": toons.queued_s,
+            "generate": toons.generate_s,
+        }
+        started = time.perf_counter()
+        if options.paste_back:
+            image = paste_answer(job.prepared, toons.pixels, job.answer_size)
+            timings["paste_back"] = time.perf_counter() - started
+            started = time.perf_counter()
+        else:
+            aligned = job.crops if options.return_aligned else None
+            side = job.answer_size[0] // len(toons.pixels)
+            image = face_sheet(toons.pixels, aligned, side)
+        body = encode_image(image, options.format, options.quality)
+        timings["encode"] = time.perf_counter() - started
+        return ToonifiedPhoto(
+            image=body,
+            image_type=options.format.media_type,
+            num_faces=job.prepared.num_faces,
+            faces=[FaceInfo(**face.to_dict()) for face in job.prepared.faces],
+            timings=timings,
+        )

@@ -1,0 +1,34 @@
+"""The answer to POST /toonify as HTTP: the image with what went into it in headers, or JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from starlette.responses import JSONResponse, Response
+
+from .schema import ResponseKind, ToonifiedPhoto, ToonifyJSON, ToonifyOptions
+
+
+def server_timing(timings: dict[str, float]) -> str:
+    return ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in timings.items())
+
+
+def answer_response(result: ToonifiedPhoto, options: ToonifyOptions) -> Response:
+    headers = {"Server-Timing": server_timing(result.timings)}
+    if options.response is ResponseKind.json:
+        body = ToonifyJSON(
+            num_faces=result.num_faces,
+            faces=result.faces,
+            timings_ms={stage: round(s * 1000, 1) for stage, s in result.timings.items()},
+            media_type=result.image_type,
+            image=base64.b64encode(result.image).decode("ascii"),
+        )
+        return JSONResponse(body.model_dump(mode="json"), headers=headers)
+    extension = options.format.value.replace("jpeg", "jpg")
+    headers |= {
+        "X-Num-Faces": str(result.num_faces),
+        "X-Face-Boxes": json.dumps([face.box for face in result.faces]),
+        "Content-Disposition": f'inline; filename="toon.{extension}"',
+    }
+    return Response(result.image, media_type=result.image_type, headers=headers)

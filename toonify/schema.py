@@ -1,0 +1,167 @@
+"""The typed values of the API and of the calls between services.
+
+``ToonifyOptions`` is what a request may ask for; its field types are the typed parameters of
+``POST /toonify`` too, so BentoML's pydantic validation, the OpenAPI document and the gateway's
+early check all apply the same rules. Crops and toons cross processes as uint8 NHWC RGB arrays.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    WithJsonSchema,
+)
+
+
+class OutputFormat(StrEnum):
+    jpeg = "jpeg"
+    png = "png"
+    webp = "webp"
+
+    @property
+    def media_type(self) -> str:
+        return f"image/{self.value}"
+
+
+class ResponseKind(StrEnum):
+    image = "image"
+    json = "json"
+
+
+def _format_name(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip().lower()
+        return "jpeg" if value == "jpg" else value
+    return value
+
+
+FaceIndex = Annotated[int, Field(ge=0, description="which face, counting from 0, largest first")]
+Size = Annotated[
+    int,
+    Field(
+        ge=16,
+        le=4096,
+        description="side of each face image; with paste_back, the photo's long side",
+    ),
+]
+Quality = Annotated[int, Field(ge=1, le=100, description="JPEG and WebP quality")]
+Format = Annotated[OutputFormat, BeforeValidator(_format_name)]
+
+
+class ToonifyOptions(BaseModel):
+    """What one request asks for. Unknown names are refused, so a misspelt option is an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    face_index: FaceIndex | None = None  # None: the largest face
+    all_faces: bool = False
+    paste_back: bool = False
+    return_aligned: bool = False
+    format: Format = OutputFormat.jpeg
+    size: Size | None = None
+    quality: Quality = 90
+    response: ResponseKind = ResponseKind.image
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str]) -> ToonifyOptions:
+        """Options from form fields or query parameters, each decoded as BentoML decodes a form
+        field (JSON if it parses, else the text), then validated by the same types."""
+        decoded = {}
+        for name, text in fields.items():
+            try:
+                decoded[name] = json.loads(text)
+            except ValueError:
+                decoded[name] = text
+        return cls.model_validate(decoded)
+
+
+DEFAULTS = ToonifyOptions()
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One sentence per problem, naming the option: what a person can act on."""
+    parts = []
+    for problem in error.errors(include_url=False, include_context=False):
+        name = ".".join(str(part) for part in problem["loc"]) or "options"
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            known = ", ".join(ToonifyOptions.model_fields)
+            message = f"unknown option (known: {known})"
+        parts.append(f"{name}: {message}")
+    return "; ".join(parts)
+
+
+def _rgb_images(value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) uint8 RGB images, got {array.shape} {array.dtype}")
+    return array
+
+
+# (N, H, W, 3) uint8 RGB: four times smaller than float32 on the wire.
+RGBImages = Annotated[
+    np.ndarray,
+    PlainValidator(_rgb_images),
+    WithJsonSchema({"type": "array", "description": "(N, H, W, 3) uint8 RGB images"}),
+]
+
+
+class FaceCrops(BaseModel):
+    """Aligned crops of one photo, on their way to the generator."""
+
+    pixels: RGBImages
+    deadline: float  # unix time after which nobody waits for the answer
+
+
+class Toons(BaseModel):
+    """The generator's answer for one photo's crops, and where its time went."""
+
+    pixels: RGBImages
+    queued_s: float  # waiting for the batch before this one to finish
+    generate_s: float  # this photo's share of its batch
+    batch_size: int
+
+
+class FaceInfo(BaseModel):
+    box: list[float] = Field(description="x1, y1, x2, y2 in the upright photo's pixels")
+    score: float
+    landmarks: list[list[float]] = Field(description="eyes, nose, mouth corners (x, y)")
+
+
+class ToonifiedPhoto(BaseModel):
+    """The preprocessing worker's answer: the encoded image and what went into it."""
+
+    image: bytes
+    image_type: str  # a media type; not "media_type", which BentoML's IO models reserve
+    num_faces: int = Field(description="faces found in the photo, before selection")
+    faces: list[FaceInfo] = Field(description="the faces in the answer, left to right")
+    timings: dict[str, float] = Field(description="seconds per stage")
+
+
+class ToonifyJSON(BaseModel):
+    """The answer with ``response=json``."""
+
+    num_faces: int
+    faces: list[FaceInfo]
+    timings_ms: dict[str, float]
+    media_type: str
+    image: str = Field(description="the answer image, base64")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable code and a sentence that says what to do."""
+
+    error: str = Field(description="stable code, e.g. no_face, too_large, overloaded")
+    detail: str = Field(description="what went wrong and what to do about it")
+    num_faces: int | None = Field(None, description="with no_face: faces found")

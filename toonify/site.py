@@ -1,0 +1,44 @@
+"""The entry service's pages: the web page at /, the API document and its Swagger UI, /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio.to_thread
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from . import metrics, openapi
+
+PAGE = Path(__file__).resolve().parents[1] / "static" / "index.html"
+
+
+def make_site(openapi_document: Callable[[], dict]) -> Starlette:
+    """``openapi_document`` is BentoML's, for the service these pages belong to."""
+
+    async def page(request: Request) -> Response:
+        return FileResponse(PAGE, media_type="text/html")
+
+    async def swagger_ui(request: Request) -> Response:
+        import _bentoml_impl.server as bentoml_server  # BentoML's own Swagger UI page
+
+        return FileResponse(Path(bentoml_server.__file__).parent / "main-openapi.html")
+
+    async def document(request: Request) -> Response:
+        return JSONResponse(openapi.complete(openapi_document()))
+
+    async def prometheus(request: Request) -> Response:
+        body = await anyio.to_thread.run_sync(metrics.exposition)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return Starlette(
+        routes=[
+            Route("/", page, methods=["GET"]),
+            Route("/docs", swagger_ui, methods=["GET"]),
+            Route("/docs.json", document, methods=["GET"]),
+            Route("/metrics", prometheus, methods=["GET"]),
+        ]
+    )
