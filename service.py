@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -28,7 +29,7 @@ import bentoml
 from bentoml.validators import ContentType
 
 from preprocess import InputError
-from toonify import metrics, shutdown
+from toonify import bentoml_fixes, metrics, shutdown
 from toonify.calls import call_service
 from toonify.errors import GeneratorUnavailable, Internal, ServiceError, error_response
 from toonify.gateway import Gateway, request_deadline
@@ -50,6 +51,17 @@ from toonify.site import make_site
 
 logger = logging.getLogger("toonify")
 
+# The services talk over loopback TCP, not Unix sockets: on SIGTERM BentoML deletes its socket
+# directory at once, before the workers drain, and the entry's in-flight requests could no longer
+# reach the other services. (`bentoml serve` reads this after it imports this module.)
+os.environ.setdefault("BENTOML_NO_UDS", "1")
+# Every worker gets buffers of 1 MB and more (photos, crops, answers) from mmap, returned to the
+# system when freed: glibc's default raises this threshold as big buffers come and go, and the
+# workers then kept their high-water marks (5,000 mixed requests: 1.86 GB for the instance
+# instead of 1.31 GB; docs/reliability.md). glibc reads it when each worker starts.
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
+bentoml_fixes.install()  # BentoML's timeout middleware kept a timer per request for 130 s
+
 # Internal calls keep one connection pool for the life of the worker: BentoML's default renews
 # the pool every 100 calls by closing it under calls still reading their answers
 # ("RuntimeError: Connection closed.", and hangs), and /readyz polls count as calls.
@@ -61,7 +73,7 @@ DRAIN_GRACE_S = SETTINGS.request_timeout_s + 15
 @bentoml.service(
     name="toonify-generator",
     workers=SETTINGS.generator_workers,
-    traffic={"timeout": SETTINGS.request_timeout_s},
+    traffic={"timeout": SETTINGS.request_timeout_s + 10},  # the request's own deadline first
     runner_connection=STEADY_CONNECTIONS,
 )
 class Generator:
@@ -107,7 +119,7 @@ class Generator:
 @bentoml.service(
     name="toonify-preprocess",
     workers=SETTINGS.preprocess_workers,
-    traffic={"timeout": SETTINGS.request_timeout_s},
+    traffic={"timeout": SETTINGS.request_timeout_s + 10},  # the request's own deadline first
     runner_connection=STEADY_CONNECTIONS,
 )
 class Preprocess:

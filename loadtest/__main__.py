@@ -6,6 +6,8 @@
                                 [--step-seconds 30] [--max-rate 12]
     python -m loadtest overload --rate 12 [--duration-seconds 90] ...
     python -m loadtest smoke    (a 30 s day at a low rate, for the test suite)
+    python -m loadtest MODE --fleet 2 [--cpus 1]   (any mode against containers behind HAProxy,
+                                scraped by Prometheus: `make container` first; loadtest/fleet.py)
     python -m loadtest report --out DIR   (rebuild the report from requests.*.jsonl gathered
                                            from distributed Locust workers)
 
@@ -30,7 +32,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from loadtest.report import load_records, markdown, plot, summarise
+from loadtest.photos import build_pool
+from loadtest.report import load_records, markdown, plot, server_timing, summarise
 from toonify.served import Served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,27 +110,54 @@ def run(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("requests.*.jsonl"):
         old.unlink()
-    server = None
-    if args.start:
+    server = fleet = None
+    if args.fleet:
+        from loadtest.fleet import Fleet
+
+        fleet = Fleet(args.fleet, args.cpus)
+        fleet.start()
+    elif args.start:
         env = {"TOONIFY_GENERATOR_MODEL": args.model} if args.model else {}
         server = Served(env, Path(tempfile.mkdtemp()) / "serve.log")
-    url = server.url if server else args.host
-    sampler = MetricsSampler(url, server.process.pid if server else None)
-    sampler.sample()
-    sampler.start()
+    url = fleet.url if fleet else server.url if server else args.host
+    # Behind a balancer /metrics is whichever instance answers: there, Prometheus reads the fleet.
+    sampler = None if fleet else MetricsSampler(url, server.process.pid if server else None)
+    if sampler:
+        sampler.sample()
+        sampler.start()
     try:
         env = {**os.environ, "LOADTEST_SHAPE": SHAPE_OF[args.mode], "PYTHONPATH": str(ROOT)}
         # Locust exits non-zero when any request failed; rejections count, so that is normal.
         subprocess.run(locust_command(args, url, out), cwd=ROOT, env=env, check=False)
+        # After an overload: how soon a lone request is back to its normal time.
+        recovery = probe_recovery(url) if args.mode == "overload" else None
+        extra = fleet.report(load_records(out)) if fleet else {}
     finally:
-        sampler.stop()
+        if sampler:
+            sampler.stop()
         if server:
             server.stop()
+        if fleet:
+            fleet.stop()
+    if recovery:
+        extra["recovery"] = recovery
+    return write_report(args, out, sampler.samples if sampler else [], extra)
 
-    return write_report(args, out, sampler.samples)
+
+def probe_recovery(url: str, seconds: int = 15) -> list[tuple[int, float]]:
+    """One lone request a second after the load ends, and its server-side time in total."""
+    photo = next(upload for upload in build_pool() if upload.name == "astronaut.jpg").data
+    probes = []
+    started = time.monotonic()
+    for second in range(seconds):
+        time.sleep(max(0.0, started + second - time.monotonic()))
+        response = httpx.post(f"{url}/toonify", content=photo, timeout=120)
+        timings = server_timing(response.headers.get("server-timing", ""))
+        probes.append((second, round(sum(timings.values()), 1)))
+    return probes
 
 
-def write_report(args, out: Path, samples: list[dict]) -> dict:
+def write_report(args, out: Path, samples: list[dict], extra: dict | None = None) -> dict:
     samples_file = out / "metrics_samples.json"
     if samples:
         samples_file.write_text(json.dumps(samples))
@@ -135,7 +165,7 @@ def write_report(args, out: Path, samples: list[dict]) -> dict:
         samples = json.loads(samples_file.read_text())
     records = load_records(out)
     options = {k: v for k, v in vars(args).items() if k not in ("host", "out", "start")}
-    summary = summarise(args.mode, records, samples, options)
+    summary = summarise(args.mode, records, samples, options) | (extra or {})
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(summary))
     plot(records, samples, out)
@@ -145,10 +175,11 @@ def write_report(args, out: Path, samples: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=["day", "capacity", "overload", "smoke", "report"])
+    parser.add_argument("mode", choices=["day", "capacity", "overload", "smoke", "fleet", "report"])
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--host", help="a running service, e.g. http://localhost:3000")
     target.add_argument("--start", action="store_true", help="start `bentoml serve` for the run")
+    target.add_argument("--fleet", type=int, help="start N containers behind HAProxy (podman)")
     parser.add_argument("--model", help="with --start: the generator tag (TOONIFY_GENERATOR_MODEL)")
     parser.add_argument("--out", help="output folder (default loadtest/out/MODE)")
     parser.add_argument("--user-rate", type=float, default=0.05, help="uploads/s per Locust user")
@@ -160,14 +191,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-rate", type=float, default=12.0)
     parser.add_argument("--rate", type=float, default=1.0, help="overload: images/s")
     parser.add_argument("--duration-seconds", type=float, default=90.0)
+    parser.add_argument("--cpus", type=float, help="fleet: CPUs per container (podman --cpus)")
     args = parser.parse_args(argv)
     if args.mode == "report":
         if not args.out:
             parser.error("report needs --out, the folder holding requests.*.jsonl")
         write_report(args, Path(args.out), samples=[])
         return
-    if not (args.host or args.start):
-        parser.error("give --host URL or --start")
+    if not (args.host or args.start or args.fleet):
+        parser.error("give --host URL, --start or --fleet N")
     if args.mode == "smoke":
         args.rate_scale, args.day_minutes, args.user_rate = 0.15, 0.5, 0.2
     run(args)

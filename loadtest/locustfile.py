@@ -20,6 +20,7 @@ from locust import HttpUser, events, task
 
 from loadtest import shapes
 from loadtest.photos import build_pool, choose
+from loadtest.report import server_timing
 
 # Locust uses the one LoadTestShape subclass it finds in this module's names: bind only that one.
 SHAPES = {"day": "DayShape", "step": "StepShape", "constant": "ConstantShape"}
@@ -60,6 +61,11 @@ def log_request(name, response_time, response, start_time, context, exception, *
         return
     status = getattr(response, "status_code", 0) or 0
     record = {"t": start_time, "latency": response_time / 1000.0, "status": status, **context}
+    headers = getattr(response, "headers", None) or {}
+    # The server's own times: stages of an answer, or the gateway's time for a refusal.
+    record["server_ms"] = server_timing(headers.get("Server-Timing", ""))
+    if "X-Served-By" in headers:  # behind the fleet's balancer: which instance answered
+        record["instance"] = headers["X-Served-By"]
     _log.write(json.dumps(record) + "\n")
 
 

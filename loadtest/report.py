@@ -12,6 +12,16 @@ PEAK_RATE = 25_000 / 3600  # images per second at the 2020 peak
 REJECTED = (429, 503)
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """A Server-Timing header as {name: milliseconds}."""
+    timings = {}
+    for entry in header.split(","):
+        name, _, duration = entry.strip().partition(";dur=")
+        if duration:
+            timings[name] = float(duration)
+    return timings
+
+
 def load_records(folder: Path) -> list[dict]:
     records = []
     for path in sorted(folder.glob("requests.*.jsonl")):
@@ -103,6 +113,10 @@ def summarise(mode: str, records: list[dict], samples: list[dict], options: dict
         "latency_rejected_s": percentiles([r["latency"] for r in rejected]),
         "rejected_max_s": round(max((r["latency"] for r in rejected), default=0.0), 3),
         "rejected_over_100ms": sum(1 for r in rejected if r["latency"] > 0.1),
+        # Measured by the server (Server-Timing), free of the load generator's own delays.
+        "rejected_server_ms": percentiles(
+            [r["server_ms"]["gateway"] for r in rejected if "gateway" in r.get("server_ms", {})]
+        ),
     }
     if samples:
         first, last = samples[0], samples[-1]
@@ -113,6 +127,10 @@ def summarise(mode: str, records: list[dict], samples: list[dict], options: dict
         summary["cost_profile"] = last.get("profile")
         rss = [s["rss_mb"] for s in samples if s.get("rss_mb")]
         summary["server_peak_rss_mb"] = round(max(rss), 1) if rss else None
+        if len(rss) >= 6:  # flat or growing: the mean of the first and of the last third
+            third = len(rss) // 3
+            summary["server_rss_first_third_mb"] = round(float(np.mean(rss[:third])), 1)
+            summary["server_rss_last_third_mb"] = round(float(np.mean(rss[-third:])), 1)
     if mode == "capacity":
         capacity, steps = capacity_from_steps(
             records, t0, options["step_seconds"], options["step_rate"], options["p95_bound"]
@@ -184,8 +202,12 @@ def _save(figure, path: Path) -> Path:
 def markdown(summary: dict) -> str:
     lines = [f"# Load test: {summary['mode']}", "", "| figure | value |", "|---|---|"]
     for key, value in summary.items():
-        if key not in ("options", "steps"):
+        if key not in ("options", "steps", "recovery"):
             lines.append(f"| {key} | {value} |")
+    if "recovery" in summary:
+        lines += ["", "Lone requests after the load stopped (server-side total ms):", "",
+                  "| seconds after | ms |", "|---|---|"]  # fmt: skip
+        lines += [f"| {t} | {ms} |" for t, ms in summary["recovery"]]
     if "steps" in summary:
         lines += ["", "| offered/s | sent | ok | p95 s | sustained |", "|---|---|---|---|---|"]
         lines += [f"| {s['offered']} | {s['sent']} | {s['ok']} | {s['p95']} | {s['sustained']} |"

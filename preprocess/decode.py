@@ -13,13 +13,15 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import CorruptImage, ImageTooLarge, NotAnImage, UnsupportedFormat
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF"})
+# MPO is how Pillow names a JPEG whose MPF index lists more than one picture (phone cameras add
+# depth maps and previews): the first picture is the photo.
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF", "HEIF"})
 _ACCEPTED_LIST = "JPEG, PNG, WebP, GIF, BMP, TIFF, AVIF or HEIC"
 # ISO-BMFF brands of HEIF stills and sequences (iPhone photos are 'heic').
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
@@ -84,11 +86,13 @@ def decode_image(data: bytes, settings: DecodeSettings = DecodeSettings()) -> Im
             f"The image is {width}x{height} ({width * height / 1e6:.0f} MP); the limit is "
             f"{settings.max_pixels / 1e6:.0f} MP. Send a smaller photo."
         )
-    if getattr(image, "is_animated", False):
-        image.seek(0)
-    if image.format == "JPEG":
-        _draft_jpeg(image, settings.draft_long_side)
     try:
+        # Reaching the first frame reads on into the file (is_animated looks for a second one),
+        # so damage can surface here as well as in load(): any exception is the upload's.
+        if getattr(image, "is_animated", False):
+            image.seek(0)
+        if isinstance(image, JpegImagePlugin.JpegImageFile):  # MPO too
+            _draft_jpeg(image, settings.draft_long_side)
         image.load()
     except Exception as exc:  # truncated data raises OSError; broken streams anything
         raise CorruptImage(

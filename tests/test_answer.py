@@ -143,7 +143,7 @@ def test_outcome_labels():
 def test_settings_from_environment():
     settings = Settings.from_env({"TOONIFY_MAX_BATCH_SIZE": "16", "TOONIFY_PROVIDERS": "CPU"})
     assert settings.max_batch_size == 16 and settings.providers == "CPU"
-    assert Settings.from_env({}) == Settings.from_env({"TOONIFY_MAX_RECEIVING": "32"})
-    assert Settings.from_env({"TOONIFY_MAX_IN_FLIGHT": "4"}).max_receiving == 8
+    assert Settings.from_env({}) == Settings.from_env({"TOONIFY_MAX_RECEIVING": "64"})
+    assert Settings.from_env({"TOONIFY_MAX_IN_FLIGHT": "4"}).max_receiving == 16
     with pytest.raises(ValueError, match="TOONIFY_MAX_BATCH_SIZE"):
         Settings.from_env({"TOONIFY_MAX_BATCH_SIZE": "many"})

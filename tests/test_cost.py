@@ -90,3 +90,13 @@ def test_rolling_cost_forgets_old_events():
     assert rolling.per_1000_images() == pytest.approx(3.0)
     now[0] = 200.0
     assert rolling.per_1000_images() == 0.0
+
+
+def test_rolling_cost_memory_is_bounded_by_its_window_not_the_request_rate():
+    now = [0.0]
+    rolling = RollingCost(window_s=60, clock=lambda: now[0])
+    for step in range(200_000):  # 2,000 events a second for 100 s
+        now[0] = step / 2000
+        rolling.add(usd=0.001, images=1)
+    assert rolling.per_1000_images() == pytest.approx(1.0)
+    assert len(rolling._buckets) <= 61

@@ -136,6 +136,27 @@ def test_animated_gif_uses_first_frame():
     assert photo.getpixel((10, 10)) == (255, 0, 0)
 
 
+def test_a_gif_that_ends_inside_its_second_frame_is_corrupt():
+    """Found by the fuzzer: is_animated reads the second frame's header and hits the end of the
+    file (Pillow raises IndexError there)."""
+    buffer = io.BytesIO()
+    Image.new("P", (32, 32), 3).save(buffer, "GIF")
+    body = buffer.getvalue()[:-1] + b",\x00\x00\x00\x00\x20\x00\x20\x00\x00"
+    with pytest.raises(CorruptImage):
+        read_photo(body)
+
+
+def test_multi_picture_jpeg_is_a_jpeg(astronaut):
+    """Phone cameras write MPO: a JPEG whose index lists more pictures (depth map, preview)."""
+    big = astronaut.resize((4032, 3024))
+    buffer = io.BytesIO()
+    big.save(buffer, "MPO", save_all=True, append_images=[Image.new("RGB", (640, 480), "blue")])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    photo = read_photo(buffer.getvalue())
+    assert photo.size == (2016, 1512)  # the first picture, decoded at draft size like a JPEG
+    assert np.abs(np.asarray(photo.resize((512, 512)), dtype=float) - astronaut).mean() < 10
+
+
 def test_16_bit_png_is_scaled_not_white():
     ramp = np.tile(np.linspace(0, 65535, 256, dtype=np.uint16), (32, 1))
     data = encode(Image.fromarray(ramp), "PNG")

@@ -140,28 +140,36 @@ def cost_per_1000_images(usd: float, images: int) -> float:
 
 
 class RollingCost:
-    """Dollars and images over the last ``window_s`` seconds, for a live cost-per-1000 gauge."""
+    """Dollars and images over the last ``window_s`` seconds, for a live cost-per-1000 gauge.
+
+    Kept in one-second buckets, so its memory is bounded by the window whatever the request rate
+    (a flood of refusals adds to the current second's bucket, not to a list of events).
+    """
 
     def __init__(self, window_s: float = 300.0, clock=time.monotonic) -> None:
         self.window_s = window_s
         self.clock = clock
-        self._events: collections.deque[tuple[float, float, int]] = collections.deque()
-        self._usd, self._images = 0.0, 0  # running totals of the events in the window
+        self._buckets: collections.deque[list] = collections.deque()  # [second, usd, images]
+        self._usd, self._images = 0.0, 0  # running totals of the buckets in the window
         self._lock = threading.Lock()
 
     def add(self, usd: float = 0.0, images: int = 0) -> None:
         with self._lock:
-            self._events.append((self.clock(), usd, images))
+            second = math.floor(self.clock())
+            if not self._buckets or self._buckets[-1][0] != second:
+                self._buckets.append([second, 0.0, 0])
+            self._buckets[-1][1] += usd
+            self._buckets[-1][2] += images
             self._usd += usd
             self._images += images
 
     def per_1000_images(self) -> float:
         with self._lock:
             horizon = self.clock() - self.window_s
-            while self._events and self._events[0][0] < horizon:
-                _, usd, images = self._events.popleft()
+            while self._buckets and self._buckets[0][0] + 1 <= horizon:
+                _, usd, images = self._buckets.popleft()
                 self._usd -= usd
                 self._images -= images
-            if not self._events:
+            if not self._buckets:
                 self._usd = 0.0  # no float residue once the window is empty
             return cost_per_1000_images(self._usd, self._images)

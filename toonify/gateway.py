@@ -181,10 +181,7 @@ class Gateway:
             raise ImageTooLarge(self._too_large(int(declared)))
         self.receiving += 1
         try:
-            body = await read_body(
-                receive, self.upload_limit, self.settings.body_timeout_s,
-                self.settings.body_idle_timeout_s, self._too_large,
-            )  # fmt: skip
+            body = await read_body(receive, self.upload_limit, self.settings, self._too_large)
         finally:
             self.receiving -= 1
         query = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"), True)
@@ -264,26 +261,36 @@ class Gateway:
         return wrapped
 
 
+RATE_GRACE_S = 3.0  # a connection's first seconds are not held to the minimum rate
+
+
 async def read_body(
-    receive: Receive, limit: int, total_s: float, idle_s: float,
-    too_large: Callable[[int], str],
-) -> bytes:  # fmt: skip
-    """The request body, within ``limit`` bytes, ``total_s`` seconds, and ``idle_s`` between
-    chunks; ClientGone if the client disconnects."""
+    receive: Receive, limit: int, settings: Settings, too_large: Callable[[int], str]
+) -> bytes:
+    """The request body within ``limit`` bytes, the body deadlines and the minimum average
+    rate (a client trickling bytes is cut off in seconds, not minutes); ClientGone if the client
+    disconnects."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + total_s
+    started = loop.time()
+    deadline = started + settings.body_timeout_s
     chunks: list[bytes] = []
     size = 0
     while True:
-        wait = min(idle_s, deadline - loop.time())
+        now = loop.time()
+        elapsed = now - started
+        wait = min(settings.body_idle_timeout_s, deadline - now)
+        if elapsed > RATE_GRACE_S and size / elapsed < settings.body_min_rate:
+            wait = 0  # too slow on average: the same answer as a stall
         try:
             if wait <= 0:
                 raise TimeoutError
             message = await asyncio.wait_for(receive(), wait)
         except TimeoutError:
             raise SlowUpload(
-                f"The upload did not arrive within {total_s:.0f} s (or paused for {idle_s:.0f} s);"
-                " send it again on a better connection."
+                f"The upload arrived too slowly (limits: {settings.body_timeout_s:.0f} s in all, "
+                f"pauses of {settings.body_idle_timeout_s:.0f} s, "
+                f"{settings.body_min_rate / 1024:.0f} KB/s on average); send it again on a better "
+                "connection."
             ) from None
         if message["type"] == "http.disconnect":
             raise ClientGone

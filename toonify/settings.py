@@ -38,15 +38,16 @@ class Settings:
     min_psnr_db: float = 35.0
     cache_dir: str = ""  # optimised graphs and compiled blobs; "" = <tmp>/toonify-cache
     max_batch_size: int = 8
-    request_timeout_s: int = 120  # from the request's arrival to its answer, across services
+    request_timeout_s: float = 120.0  # from the request's arrival to its answer, across services
     # Overload: past this many requests being processed, new ones are refused at once (503,
     # Retry-After) before their upload is read, instead of queueing until they time out.
     max_in_flight: int = 16
-    # Uploads being received do not hold a processing slot; they have their own bound
-    # (0: twice max_in_flight) and deadlines, so slow clients cannot starve the others.
+    # Uploads being received hold no processing slot; they have their own bound (0: four times
+    # max_in_flight) and deadlines, so slow clients are cut off before they can starve the rest.
     max_receiving: int = 0
     body_timeout_s: float = 60.0  # the whole upload
-    body_idle_timeout_s: float = 15.0  # between two chunks of it
+    body_idle_timeout_s: float = 10.0  # the longest pause in it
+    body_min_rate: float = 8192.0  # bytes/s on average, after the first 3 s
     retry_after_s: int = 2
     # What the platform bills for one instance (cost accounting; the profile is
     # TOONIFY_COST_PROFILE, see cost.py).
@@ -73,7 +74,7 @@ class Settings:
         if settings.max_batch_size < 1:
             raise ValueError("TOONIFY_MAX_BATCH_SIZE must be at least 1")
         if settings.max_receiving == 0:
-            settings = dataclasses.replace(settings, max_receiving=2 * settings.max_in_flight)
+            settings = dataclasses.replace(settings, max_receiving=4 * settings.max_in_flight)
         return settings
 
 

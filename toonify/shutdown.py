@@ -47,7 +47,10 @@ def entry_has_exited(descriptor: int) -> bool:
 
 def drain_after_entry(grace_s: float) -> None:
     """In a dependency worker: defer the server's own SIGTERM/SIGINT handling until the entry
-    has exited or ``grace_s`` has passed. A second signal acts at once."""
+    has exited or ``grace_s`` has passed. A second signal acts at once. (Outside the main
+    thread, where the service runs in-process, signals are not ours to handle.)"""
+    if threading.current_thread() is not threading.main_thread():
+        return
     for signum in (signal.SIGTERM, signal.SIGINT):
         _defer(signum, signal.getsignal(signum), grace_s)
 
