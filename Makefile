@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv defaults serve test lint build build-gpu import-animegan grid bench-preprocess bench-service bench-cost loadtest-day loadtest-capacity clean
+.PHONY: venv defaults serve test lint build build-gpu container container-test promtool import-animegan grid bench-preprocess bench-service bench-cost loadtest-day loadtest-capacity loadtest-fleet clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ build-gpu: defaults  # bentofile.yaml with deploy/gpu/overrides.yaml merged in
 	mkdir -p build && $(BIN)/python deploy/gpu/bentofile.py > build/bentofile.gpu.yaml
 	$(BIN)/bentoml build -f build/bentofile.gpu.yaml
 
+container: defaults  # the OCI image, models inside, built with podman (docs/deploy.md)
+	$(BIN)/python deploy/container/build.py
+
+container-test: venv  # run it as users do: non-root, read-only, PORT, SIGTERM mid-request
+	$(BIN)/python deploy/container/check.py
+
+promtool:  # the Prometheus config and rules, checked and unit-tested by Prometheus itself
+	cd deploy/prometheus && promtool check config prometheus.yml && promtool check rules rules.yml \
+		&& promtool test rules rules.test.yml
+
 import-animegan: defaults
 	$(BIN)/python -m model_store import-generator $(SHARED_MODELS)/animeganv3_tiny_cute.onnx \
 		--name animeganv3 --layout NHWC --value-range=-1,1 --size 512 \
@@ -54,6 +64,9 @@ bench-cost: defaults
 
 loadtest-day: defaults
 	$(BIN)/python -m loadtest day --start
+
+loadtest-fleet: container  # two containers behind HAProxy, scraped by Prometheus, the day
+	$(BIN)/python -m loadtest day --fleet 2 --out docs/loadtest/day-fleet
 
 loadtest-capacity: import-animegan
 	$(BIN)/python -m loadtest capacity --start --model animeganv3:latest

@@ -1,0 +1,185 @@
+"""Several instances, really: containers behind HAProxy, scraped by Prometheus.
+
+`python -m loadtest MODE --fleet N` starts N containers of the image (`make container`),
+each on its own port with ``--cpus`` CPUs where podman can limit them; HAProxy (Debian's) in
+front, round robin, health-checked on /readyz, naming the instance that answered in
+``X-Served-By``; and Prometheus (Debian's) scraping every instance with
+deploy/prometheus/prometheus.yml and evaluating deploy/prometheus/rules.yml. The load test then
+runs against the balancer, and the report adds, per instance, what it answered and refused, and
+the fleet's cost per 1000 images twice: from Prometheus (the recording rule's expression over the
+run) and from the load test's own request log (each instance's busy time, billed as the service
+bills it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from toonify.containers import IMAGE, image_exists, podman
+from toonify.cost import BillingMeter, cost_per_1000_images, profile_from_env
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer 200 within {timeout} s")
+
+
+def haproxy_config(port: int, instances: dict[str, int]) -> str:
+    servers = "\n".join(
+        f"  server {name} 127.0.0.1:{instance_port} check inter 2s fall 2 rise 1"
+        for name, instance_port in instances.items()
+    )
+    return f"""global
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 150s
+  timeout server 150s
+frontend toonify
+  bind 127.0.0.1:{port}
+  default_backend instances
+backend instances
+  balance roundrobin
+  option httpchk GET /readyz
+  http-check expect status 200
+  http-response set-header X-Served-By %[srv_name]
+{servers}
+"""
+
+
+def prometheus_config(instances: dict[str, int]) -> dict:
+    """deploy/prometheus/prometheus.yml, every instance as a target, the rules by full path."""
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    config["rule_files"] = [str(PROMETHEUS / name) for name in config["rule_files"]]
+    targets = [f"127.0.0.1:{port}" for port in instances.values()]
+    config["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
+    return config
+
+
+class Fleet:
+    def __init__(self, instances: int, cpus: float | None = None, image: str = IMAGE) -> None:
+        if not image_exists(image):
+            raise SystemExit(f"no image {image}: run `make container` first")
+        self.image, self.cpus = image, cpus
+        self.instances = {f"instance-{i}": free_port() for i in range(instances)}
+        self.port, self.prometheus_port = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.folder = Path(tempfile.mkdtemp(prefix="toonify-fleet-"))
+        self.processes: list[subprocess.Popen] = []
+        self.names: list[str] = []
+
+    def start(self) -> str:
+        limit = ["--cpus", str(self.cpus)] if self.cpus else []
+        for name, port in self.instances.items():
+            container = f"toonify-{name}-{self.port}"
+            podman("run", "-d", "--name", container, "--network", "host", *limit,
+                   "-e", f"PORT={port}", self.image, capture=True)  # fmt: skip
+            self.names.append(container)
+        for port in self.instances.values():
+            wait_for(f"http://127.0.0.1:{port}/readyz")
+        haproxy = self.folder / "haproxy.cfg"
+        haproxy.write_text(haproxy_config(self.port, self.instances))
+        self._spawn(["haproxy", "-f", str(haproxy), "-db"], "haproxy.log")
+        config = self.folder / "prometheus.yml"
+        config.write_text(yaml.safe_dump(prometheus_config(self.instances)))
+        self._spawn(
+            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={self.folder / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+            "prometheus.log",
+        )  # fmt: skip
+        wait_for(f"{self.url}/readyz")
+        wait_for(f"http://127.0.0.1:{self.prometheus_port}/-/ready")
+        self.started = time.time()
+        return self.url
+
+    def _spawn(self, command: list[str], log: str) -> None:
+        with open(self.folder / log, "wb") as output:
+            self.processes.append(
+                subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+            )
+
+    def query(self, expression: str, at: float) -> float | None:
+        answer = httpx.get(
+            f"http://127.0.0.1:{self.prometheus_port}/api/v1/query",
+            params={"query": expression, "time": at}, timeout=30,
+        ).json()  # fmt: skip
+        result = answer["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def report(self, records: list[dict]) -> dict:
+        """Per instance, and the fleet's cost per 1000 images from Prometheus and from the log."""
+        time.sleep(35)  # two scrapes after the last request
+        ended = time.time()
+        window = f"{round(ended - self.started)}s"
+        rule = PROMETHEUS / "rules.yml"
+        expression = next(
+            r["expr"] for group in yaml.safe_load(rule.read_text())["groups"]
+            for r in group["rules"] if r.get("record") == "toonify:cost_per_1000_images_usd:5m"
+        )  # fmt: skip
+        prometheus = self.query(expression.replace("[5m]", f"[{window}]"), ended)
+        per_instance = {}
+        for name in self.instances:
+            mine = [r for r in records if r.get("instance") == name]
+            per_instance[name] = {
+                "answered": sum(1 for r in mine if r["status"] in (200, 422)),
+                "refused": sum(1 for r in mine if r["status"] == 503),
+                "usd": billed_usd(mine),
+            }
+        ok = sum(1 for r in records if r["status"] == 200)
+        own = cost_per_1000_images(sum(i["usd"] for i in per_instance.values()), ok)
+        return {
+            "instances": len(self.instances),
+            "cpus_per_instance": self.cpus,
+            "per_instance": per_instance,
+            "unanswered": sum(1 for r in records if r["status"] not in (200, 422, 503)),
+            "fleet_cost_per_1000_images_prometheus_usd": prometheus,
+            "fleet_cost_per_1000_images_recording_rule_last_5m_usd": self.query(
+                "toonify:cost_per_1000_images_usd:5m", ended
+            ),
+            "fleet_cost_per_1000_images_load_test_usd": round(own, 6),
+            "prometheus_over_load_test": round(prometheus / own, 3) if prometheus and own else None,
+        }
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+            process.wait(timeout=30)
+        for name in self.names:
+            podman("rm", "--force", name, check=False, capture=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def billed_usd(records: list[dict]) -> float:
+    """What one instance is billed for these requests: the service's own meter, fed the client's
+    start and end times (same profile, same instance size)."""
+    meter = BillingMeter(profile_from_env())
+    events = sorted([(r["t"], 0) for r in records] + [(r["t"] + r["latency"], 1) for r in records])
+    usd = 0.0
+    for when, kind in events:
+        usd += (meter.started(when) if kind == 0 else meter.finished(when)).usd
+    return usd

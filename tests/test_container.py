@@ -1,0 +1,59 @@
+"""The container image run as users run it (`make container-test`), where podman is available.
+
+`make container` builds the image; CI builds it before the tests. Without podman, or without the
+image, this skips and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from toonify.containers import IMAGE, available, image_exists
+
+from .conftest import ROOT
+
+
+def test_the_image_serves_non_root_read_only_and_drains_on_sigterm():
+    missing = available()
+    if missing:
+        pytest.skip(missing)
+    if not image_exists(IMAGE):
+        pytest.skip(f"no {IMAGE}: `make container` builds it (CI does, before the tests)")
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "container" / "check.py")],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    result = json.loads((ROOT / "build" / "container-check.json").read_text())
+    assert result["user"] == "1034" and result["healthcheck"] == 0
+    assert result["answered_in_flight_at_sigterm"] == [200] * 4
+    assert result["stop_seconds"] < result["grace_period_s"]
+
+
+def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
+    """`python -m loadtest day --fleet 2`, briefly: two containers behind HAProxy (health-checked
+    on /readyz), Prometheus scraping both with the project's config and rules."""
+    missing = available()
+    for tool in ("haproxy", "prometheus"):
+        if missing is None and shutil.which(tool) is None:
+            missing = f"{tool} is not installed (Debian's {tool} package; .ci/run installs it)"
+    if missing:
+        pytest.skip(missing)
+    if not image_exists(IMAGE):
+        pytest.skip(f"no {IMAGE}: `make container` builds it (CI does, before the tests)")
+    run = subprocess.run(
+        [sys.executable, "-m", "loadtest", "day", "--fleet", "2", "--rate-scale", "0.1",
+         "--day-minutes", "0.5", "--user-rate", "0.2", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["instances"] == 2 and summary["unanswered"] == 0
+    answered = [i["answered"] for i in summary["per_instance"].values()]
+    assert all(count > 0 for count in answered), summary["per_instance"]  # both took traffic
+    assert summary["fleet_cost_per_1000_images_prometheus_usd"] > 0  # the rule saw both
