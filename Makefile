@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv defaults serve test lint build build-gpu container container-test promtool import-animegan grid bench-preprocess bench-service bench-cost loadtest-day loadtest-capacity loadtest-fleet clean
+.PHONY: venv defaults serve test lint build build-gpu container container-test promtool import-animegan grid precision-grid bench-preprocess bench-cold-start bench-service bench-cost bench-twin loadtest-day loadtest-capacity loadtest-fleet clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,14 +53,23 @@ import-animegan: defaults
 grid: defaults
 	$(BIN)/python docs/make_grid.py
 
+precision-grid: venv  # fp32, bf16 and int8 side by side: docs/images/precision-grid.jpg
+	$(BIN)/python docs/make_precision_grid.py
+
 bench-preprocess: venv
 	$(BIN)/python benchmarks/preprocess_stages.py
+
+bench-cold-start: venv  # where the seconds from process start to /readyz go, per process
+	$(BIN)/python benchmarks/cold_start.py
 
 bench-service: defaults
 	$(BIN)/python benchmarks/service_vs_raw.py
 
 bench-cost: defaults
 	$(BIN)/python benchmarks/cost.py
+
+bench-twin: venv  # the seed's model served our way and the 2020 way, at int8 and bf16
+	$(BIN)/python benchmarks/cost_twin.py
 
 loadtest-day: defaults
 	$(BIN)/python -m loadtest day --start

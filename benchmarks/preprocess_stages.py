@@ -16,6 +16,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, before numpy/scipy st
 import argparse
 import io
 import statistics
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,13 +25,16 @@ from PIL import Image
 
 from preprocess import (
     DecodeSettings,
+    Orientation,
     align_face,
     create_detector,
     decode_image,
-    orient_image,
     to_rgb,
 )
 from preprocess.detect import DetectorSettings
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_cpu
 
 GOAL_MS = 60.0
 
@@ -54,9 +59,19 @@ def phone_jpeg(assets: Path) -> bytes:
     return buffer.getvalue()
 
 
-def timed(function, *args):
+def stored_mtcnn() -> str:
+    """The offline default as the model store keeps it (PRelu rewritten), in a scratch store."""
+    os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="toonify-bench-")
+    from model_store import detector_spec
+    from model_store.build import import_detector
+    from preprocess.detectors.mtcnn import LICENCE, packaged_weights_dir
+
+    return detector_spec(import_detector(packaged_weights_dir(), "mtcnn", "mtcnn", LICENCE))
+
+
+def timed(function, *args, **kwargs):
     start = time.perf_counter()
-    result = function(*args)
+    result = function(*args, **kwargs)
     return result, (time.perf_counter() - start) * 1000
 
 
@@ -66,12 +81,14 @@ def measure(
     detector = create_detector(spec, DetectorSettings(threads=1, detect_size=detect_size))
     stages: dict[str, list[float]] = {"decode": [], "orient": [], "detect": [], "align": []}
     for _ in range(runs + 1):  # the first run warms caches and is dropped
+        # The stages as preprocess.pipeline runs them: the stored pixels are never turned
+        # upright; the detector turns its small copy, alignment samples through the orientation.
         image, decode_ms = timed(decode_image, data, decode)
-        photo, orient_ms = timed(lambda im: to_rgb(orient_image(im)), image)
-        faces, detect_ms = timed(detector.detect, photo)
+        (orientation, stored), orient_ms = timed(lambda im: (Orientation.of(im), to_rgb(im)), image)
+        faces, detect_ms = timed(detector.detect, stored, orientation)
         if not faces:
             raise SystemExit(f"{spec}: no face found in the benchmark photo")
-        _, align_ms = timed(align_face, photo, faces[0].landmarks)
+        _, align_ms = timed(align_face, stored, faces[0].landmarks, orientation=orientation)
         for name, value in zip(stages, (decode_ms, orient_ms, detect_ms, align_ms), strict=True):
             stages[name].append(value)
     return {name: statistics.median(values[1:]) for name, values in stages.items()}
@@ -101,7 +118,10 @@ def main() -> None:
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
     data = phone_jpeg(args.assets)
-    specs = {"mtcnn (offline default)": "mtcnn"}
+    specs = {
+        "mtcnn (offline default)": stored_mtcnn(),  # as the service runs it
+        "mtcnn (wheel's files)": "mtcnn",  # as published, PRelu and all
+    }
     for label, file in [
         ("yunet", "yunet_s_dynamic.onnx"),
         ("scrfd_500m", "scrfd_500m.onnx"),
@@ -110,12 +130,13 @@ def main() -> None:
         if (args.assets / file).is_file():
             specs[label] = f"{label.split('_')[0]}:{args.assets / file}"
 
+    print(describe_cpu(), "(this benchmark pins itself to one of them)")
     print(
         f"12 MP phone JPEG, 4032x3024, Orientation 6, {len(data) / 1e6:.1f} MB; one core; "
         f"median of {args.runs} runs, ms; draft_long_side={args.draft_long_side}, "
         f"detect_size={args.detect_size}"
     )
-    print(f"{'detector':<24}{'decode':>8}{'orient':>8}{'detect':>8}{'align':>8}{'total':>8}  goal")
+    print(f"{'detector':<26}{'decode':>8}{'orient':>8}{'detect':>8}{'align':>8}{'total':>8}  goal")
     for label, spec in specs.items():
         result = measure(
             spec,
@@ -127,7 +148,7 @@ def main() -> None:
         total = sum(result.values())
         verdict = "met" if total <= GOAL_MS else "missed"
         print(
-            f"{label:<24}"
+            f"{label:<26}"
             + "".join(f"{v:8.1f}" for v in result.values())
             + f"{total:8.1f}  {verdict} ({GOAL_MS:.0f} ms)"
         )

@@ -17,6 +17,7 @@ from .load import (
 __all__ = [
     "FP16_MODEL",
     "MODEL_FILE",
+    "OPENVINO_INT8_IR",
     "OPENVINO_IR",
     "choose_precision",
     "detector_spec",

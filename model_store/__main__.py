@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from toonify.generator import GeneratorSignature
+from toonify.settings import SETTINGS
 
 from .build import (
     DETECTOR_FAMILIES,
@@ -23,6 +24,7 @@ from .build import (
     import_generator,
     list_models,
 )
+from .load import choose_precision
 
 
 def _value_range(text: str) -> tuple[float, float]:
@@ -33,6 +35,20 @@ def _value_range(text: str) -> tuple[float, float]:
             f"expected LOW,HIGH such as -1,1 or 0,255: {text!r}"
         ) from None
     return low, high
+
+
+def _quality(meta: dict) -> str:
+    """What the import measured, and the precision a CPU worker will run at the default bar."""
+    figures = ", ".join(
+        f"{precision} {meta[key]} dB"
+        for precision in ("int8", "bf16", "fp16")
+        if (key := f"{precision}_psnr_db") in meta and meta[key] is not None
+    )
+    chosen = choose_precision("auto", meta, SETTINGS.min_psnr_db)
+    return (
+        f"lowest PSNR against fp32 on held-out real faces: {figures or 'not measured'}; "
+        f"CPU precision at the {SETTINGS.min_psnr_db:g} dB bar: {chosen}"
+    )
 
 
 def _describe(model) -> str:
@@ -95,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.path, args.name, signature, args.licence, args.description
             )
             print(f"imported {model.tag} (sha256 {model.info.metadata['sha256'][:12]}...)")
+            print(_quality(model.info.metadata))
         elif args.command == "import-detector":
             model = import_detector(args.path, args.name, args.family, args.licence)
             print(f"imported {model.tag}")

@@ -17,7 +17,7 @@ import numpy as np
 
 from toonify.generator import GeneratorSignature, OnnxGenerator, openvino_version
 
-from .load import FP16_MODEL, MODEL_FILE, OPENVINO_IR
+from .load import FP16_MODEL, MODEL_FILE, OPENVINO_INT8_IR, OPENVINO_IR
 
 DEFAULT_GENERATOR = "toon-filter"
 DEFAULT_DETECTOR = "mtcnn"
@@ -96,22 +96,41 @@ def external_data_files(path: Path) -> list[Path]:
     return [path.parent / name for name in sorted(names)]
 
 
-def calibration_faces(size: int) -> np.ndarray:
-    """Real FFHQ-aligned faces from photos that ship with installed packages (astronaut, t1)."""
+def _package_photo(name: str):
+    """A face photo that ships with an installed package (insightface's, or skimage's astronaut)."""
     import importlib.util
 
     import skimage.data
     from PIL import Image
 
+    if name == "astronaut":
+        return Image.fromarray(skimage.data.astronaut())
+    folder = Path(importlib.util.find_spec("insightface").origin).parent / "data" / "images"
+    return Image.open(folder / name).convert("RGB")
+
+
+def aligned_faces(photos: tuple[str, ...], size: int, per_photo: int) -> np.ndarray:
     from preprocess import align_face, create_detector
 
-    t1 = Path(importlib.util.find_spec("insightface").origin).parent / "data/images/t1.jpg"
     detector = create_detector("mtcnn")
     crops = []
-    for photo in (Image.fromarray(skimage.data.astronaut()), Image.open(t1).convert("RGB")):
-        for face in detector.detect(photo)[:4]:
+    for name in photos:
+        photo = _package_photo(name)
+        for face in detector.detect(photo)[:per_photo]:
             crops.append(np.asarray(align_face(photo, face.landmarks, size).image))
     return np.stack(crops)
+
+
+def calibration_faces(size: int) -> np.ndarray:
+    """Real FFHQ-aligned faces to calibrate int8 on: four of the six at insightface's t1.jpg."""
+    return aligned_faces(("t1.jpg",), size, per_photo=6)[:4]
+
+
+def held_out_faces(size: int) -> np.ndarray:
+    """Other real faces, never used for calibration, to measure each reduced precision on: the
+    astronaut, Tom Hanks (insightface's sample) and t1.jpg's two smallest faces."""
+    portraits = aligned_faces(("astronaut", "Tom_Hanks_54745.png"), size, per_photo=1)
+    return np.concatenate([portraits, aligned_faces(("t1.jpg",), size, per_photo=6)[4:]])
 
 
 def export_openvino_ir(path: Path, folder: Path) -> Path | None:
@@ -122,6 +141,24 @@ def export_openvino_ir(path: Path, folder: Path) -> Path | None:
 
     target = folder / OPENVINO_IR
     openvino.save_model(openvino.Core().read_model(str(path)), str(target), compress_to_fp16=True)
+    return target
+
+
+def quantize_int8(
+    path: Path, signature: GeneratorSignature, calibration: np.ndarray, folder: Path
+) -> Path | None:
+    """Post-training int8 with OpenVINO NNCF (weights and activations), calibrated on real
+    aligned faces; None where OpenVINO or NNCF is not installed."""
+    try:
+        import nncf
+        import openvino
+    except ImportError:
+        return None
+    model = openvino.Core().read_model(str(path))
+    samples = [signature.to_model_input(face[None]) for face in calibration]
+    quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
+    target = folder / OPENVINO_INT8_IR
+    openvino.save_model(quantized, str(target), compress_to_fp16=False)
     return target
 
 
@@ -154,13 +191,19 @@ def import_generator(
     digest = sha256_of(path)
     existing = _latest_with(name, digest)
     stored = existing.info.metadata if existing is not None else {}
-    if existing is not None and all(stored.get(k) == v for k, v in signature.to_metadata().items()):
+    same_signature = all(stored.get(k) == v for k, v in signature.to_metadata().items())
+    if existing is not None and same_signature and "int8_psnr_db" in stored:
         return existing  # the same file, already imported: keep the store free of duplicates
     staging = Path(tempfile.mkdtemp(prefix="toonify-import-"))
-    faces = calibration_faces(signature.size)
+    faces = held_out_faces(signature.size)
     ir = export_openvino_ir(path, staging)
     bf16 = OnnxGenerator(ir, signature, backend="openvino", precision="bf16") if ir else None
     bf16_psnr = reduced_precision_psnr(path, signature, bf16, faces) if bf16 else None
+    int8_ir = quantize_int8(path, signature, calibration_faces(signature.size), staging)
+    int8_psnr = None
+    if int8_ir is not None:
+        int8 = OnnxGenerator(int8_ir, signature, backend="openvino", precision="int8")
+        int8_psnr = reduced_precision_psnr(path, signature, int8, faces)
     # fp16 numerics, measured on the CPU: what CUDA and TensorRT would run in fp16.
     fp16_path = convert_to_fp16(path, staging / FP16_MODEL)
     fp16 = OnnxGenerator(fp16_path, signature, backend="onnxruntime")
@@ -172,8 +215,10 @@ def import_generator(
         "licence": licence,
         "description": description,
         "source_file": path.name,
-        # Lowest PSNR of bf16 against fp32 over real aligned faces; None without OpenVINO.
+        # Lowest PSNR of each reduced precision against fp32 over real aligned faces held out
+        # from calibration; None where its runtime is not installed.
         "bf16_psnr_db": bf16_psnr,
+        "int8_psnr_db": int8_psnr,
         "fp16_psnr_db": fp16_psnr,
         **(extra_metadata or {}),
     }
@@ -183,7 +228,7 @@ def import_generator(
         shutil.copyfile(path, Path(model.path) / MODEL_FILE)
         for weights in external_data_files(path):  # kept external: memory-mapped at load
             shutil.copyfile(weights, Path(model.path) / weights.name)
-        for converted in (ir, fp16_path):
+        for converted in (ir, int8_ir, fp16_path):
             if converted is not None:
                 shutil.copytree(converted.parent, Path(model.path) / converted.parent.name)
     shutil.rmtree(staging)
@@ -207,11 +252,21 @@ def import_detector(path: str | Path, name: str, family: str, licence: str) -> b
     stored_names = [f.name if family == "mtcnn" else MODEL_FILE for f in files]
     digests = {stored: sha256_of(f) for f, stored in zip(files, stored_names, strict=True)}
     existing = _latest_with(name, digests)
-    if existing is not None:
+    if existing is not None and existing.info.metadata.get("prelu_as_relu") is not None:
         return existing
+    import onnx
+
+    from .graph import prelu_as_relu
+
+    rewritten = 0
     with tempfile.TemporaryDirectory() as staging:
         for file, stored in zip(files, stored_names, strict=True):
-            shutil.copyfile(file, Path(staging) / stored)
+            try:
+                graph = onnx.load(file)
+            except Exception as exc:
+                raise ModelImportError(f"{file} does not load as ONNX: {exc}") from None
+            rewritten += prelu_as_relu(graph)  # same outputs, faster on ONNX Runtime
+            onnx.save(graph, Path(staging) / stored)
         location = staging if family == "mtcnn" else Path(staging) / MODEL_FILE
         try:
             create_detector(f"{family}:{location}", DetectorSettings()).detect(_grey_photo())
@@ -221,7 +276,8 @@ def import_detector(path: str | Path, name: str, family: str, licence: str) -> b
             "kind": "detector",
             "family": family,
             "files": stored_names,
-            "sha256": digests,
+            "sha256": digests,  # of the files as given; stored with PRelu rewritten
+            "prelu_as_relu": rewritten,
             "licence": licence,
         }
         with bentoml.models.create(name, labels={"kind": "detector"}, metadata=metadata) as model:

@@ -49,3 +49,29 @@ class GraphBuilder:
         model.ir_version = 9  # readable by every onnxruntime release that supports opset 17
         model.doc_string = description
         return model
+
+
+def prelu_as_relu(model: onnx.ModelProto) -> int:
+    """Rewrite every PRelu as Relu(x) - slope * Relu(-x), in place; returns how many.
+
+    The same numbers bit for bit, but ONNX Runtime's PRelu broadcasts a (1, C, 1, 1) slope with
+    a slow generic loop: it was half of MTCNN's R-Net time, and the rewrite runs MTCNN's three
+    networks 1.6-1.8x faster (docs/performance.md).
+    """
+    nodes, count = [], 0
+    for node in model.graph.node:
+        if node.op_type != "PRelu":
+            nodes.append(node)
+            continue
+        count += 1
+        (x, slope), (y,) = node.input, node.output
+        nodes += [
+            helper.make_node("Relu", [x], [f"{y}/positive"]),
+            helper.make_node("Neg", [x], [f"{y}/negated"]),
+            helper.make_node("Relu", [f"{y}/negated"], [f"{y}/negative"]),
+            helper.make_node("Mul", [f"{y}/negative", slope], [f"{y}/scaled"]),
+            helper.make_node("Sub", [f"{y}/positive", f"{y}/scaled"], [y]),
+        ]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return count

@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageCms, JpegImagePlugin, UnidentifiedImageError
 
 from .errors import CorruptImage, ImageTooLarge, NotAnImage, UnsupportedFormat
+from .orient import orient_image
 
 logger = logging.getLogger(__name__)
 
@@ -107,15 +108,6 @@ def _draft_jpeg(image: Image.Image, long_side: int) -> None:
     factor = long_side / max(width, height)
     if factor <= 0.5:
         image.draft(None, (max(1, int(width * factor)), max(1, int(height * factor))))
-
-
-def orient_image(image: Image.Image) -> Image.Image:
-    """Apply the EXIF Orientation tag (all eight values) so the pixels are upright."""
-    try:
-        return ImageOps.exif_transpose(image)
-    except Exception as exc:  # a malformed EXIF block must not cost the user their photo
-        logger.warning("ignoring unreadable EXIF orientation: %s", exc)
-        return image
 
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:

@@ -16,6 +16,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from .orient import UPRIGHT, Orientation
+
 logger = logging.getLogger(__name__)
 
 
@@ -102,9 +104,14 @@ class FaceDetector(abc.ABC):
             return self.default_threshold
         return self.settings.score_threshold
 
-    def detect(self, image: Image.Image) -> list[Face]:
-        """Faces in an upright RGB photo, largest first."""
+    def detect(self, image: Image.Image, orientation: Orientation = UPRIGHT) -> list[Face]:
+        """Faces in an RGB photo, largest first, in upright coordinates.
+
+        ``orientation`` says how the stored pixels turn upright (an upright photo by default):
+        only the small copy the backend sees is turned.
+        """
         small, scale = downscale(image, self.settings.detect_size)
+        small = orientation.upright(small)
         min_size_small = self.settings.min_face_size * scale
         boxes, scores, landmarks = self._detect(np.asarray(small), min_size_small)
         faces = []

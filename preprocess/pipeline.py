@@ -11,18 +11,33 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from .align import AlignedFace, align_face
-from .decode import DecodeSettings, decode_image, orient_image, to_rgb
+from .decode import DecodeSettings, decode_image, to_rgb
 from .detect import Face, FaceDetector
 from .errors import NoFaceFound
+from .orient import Orientation
 
 
 @dataclass(frozen=True, eq=False)
 class PreparedPhoto:
-    photo: Image.Image  # upright 8-bit RGB; the quads refer to its pixels
+    stored: Image.Image  # 8-bit RGB as decoded, before the EXIF orientation is applied
+    orientation: Orientation
     num_faces: int  # faces detected, before selection
-    faces: list[Face]
+    faces: list[Face]  # in upright coordinates, as are the quads
     aligned: list[AlignedFace]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The upright photo's width and height."""
+        return self.orientation.upright_size(self.stored.size)
+
+    def upright(self, size: tuple[int, int] | None = None) -> Image.Image:
+        """The upright photo, scaled to ``size`` (upright) first: fewer pixels to turn."""
+        stored = self.stored
+        if size is not None and size != self.size:
+            target = self.orientation.stored_size(size)
+            stored = stored.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return self.orientation.upright(stored)
 
 
 def select_faces(
@@ -70,11 +85,16 @@ def prepare_photo(
 
     image = decode_image(data, decode)
     lap("decode")
-    photo = to_rgb(orient_image(image), decode.background)
+    # The stored pixels are never turned upright here: the detector turns its small copy, the
+    # alignment samples the stored pixels through the orientation (docs/performance.md).
+    orientation = Orientation.of(image)
+    stored = to_rgb(image, decode.background)
     lap("orient")
-    faces = detector.detect(photo)
+    faces = detector.detect(stored, orientation)
     lap("detect")
     chosen = select_faces(faces, face_index, all_faces, max_faces)
-    aligned = [align_face(photo, face.landmarks, crop_size, supersample) for face in chosen]
+    aligned = [
+        align_face(stored, face.landmarks, crop_size, supersample, orientation) for face in chosen
+    ]
     lap("align")
-    return PreparedPhoto(photo, len(faces), chosen, aligned, timings)
+    return PreparedPhoto(stored, orientation, len(faces), chosen, aligned, timings)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocess import align_face, ffhq_quad, paste_back
+from preprocess import Orientation, align_face, ffhq_quad, paste_back
 
 from .conftest import FFHQ_EYES_512
 
@@ -107,3 +107,25 @@ def test_paste_back_needs_one_crop_per_face(detectors, astronaut):
     face = detectors("mtcnn").detect(astronaut)[0]
     with pytest.raises(ValueError):
         paste_back(astronaut, [align_face(astronaut, face.landmarks)], [])
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
+def test_a_stored_photo_is_aligned_as_if_it_had_been_turned_upright(
+    detectors, astronaut, orientation
+):
+    """Detection and alignment read the stored pixels through the EXIF orientation: the same
+    faces and crops as from the photo turned upright first, which the pipeline never does."""
+    upright = astronaut.crop((0, 0, 512, 400))  # not square; her quad leaves the top: padding
+    turned = Orientation(orientation)
+    inverse = {6: 8, 8: 6}.get(orientation, orientation)  # each orientation undoes itself else
+    stored = Orientation(inverse).upright(upright)
+    assert turned.upright(stored).tobytes() == upright.tobytes()
+    detector = detectors("mtcnn")
+    face = detector.detect(upright)[0]
+    through = detector.detect(stored, turned)[0]
+    np.testing.assert_allclose(through.landmarks, face.landmarks, atol=2.5)
+    expected = np.asarray(align_face(upright, face.landmarks).image, dtype=float)
+    aligned = align_face(stored, face.landmarks, orientation=turned)
+    np.testing.assert_allclose(aligned.quad, ffhq_quad(face.landmarks))
+    difference = np.abs(np.asarray(aligned.image, dtype=float) - expected)
+    assert difference.mean() < 0.5 and np.percentile(difference, 99) < 4

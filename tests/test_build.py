@@ -26,7 +26,12 @@ def test_bentoml_build_packs_service_and_models(default_models):
         "static/index.html",
     ]:
         assert (bento / "src" / source).is_file(), source
-    assert not (bento / "src" / "tests").exists() and not (bento / "src" / "benchmarks").exists()
+    packed = {path.name for path in (bento / "src").iterdir()}
+    # Only what the bentofile includes (and BentoML's copy of the bentofile), at top level only:
+    # not tests, benchmarks, or folders of the same names under build/ or .venv/.
+    expected = {"service.py", "toonify", "preprocess", "model_store", "static", "bentofile.yaml"}
+    assert packed == expected
+    assert not list((bento / "src").glob("*/**/toonify"))
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml==1.4.39" in requirements and "onnxruntime==1.31.1" in requirements
 

@@ -17,7 +17,9 @@ from preprocess import (
     ImageTooLarge,
     InputError,
     NotAnImage,
+    Orientation,
     UnsupportedFormat,
+    decode_image,
     read_photo,
 )
 
@@ -209,3 +211,26 @@ def test_damaged_bytes_raise_only_input_errors(astronaut, fmt):
         except InputError:
             continue
         assert photo.mode == "RGB"
+
+
+@pytest.mark.parametrize("orientation", sorted(STORED_FROM_DISPLAY))
+def test_orientation_maps_upright_pixels_to_where_they_are_stored(astronaut, orientation):
+    display = np.asarray(astronaut)[:, 64:448]
+    stored = np.ascontiguousarray(STORED_FROM_DISPLAY[orientation](display))
+    height, width = stored.shape[:2]
+    rng = np.random.default_rng(orientation)
+    points = np.column_stack([rng.integers(0, display.shape[1], 200),
+                              rng.integers(0, display.shape[0], 200)])  # fmt: skip
+    mapped = Orientation(orientation).to_stored(points, (width, height)).round().astype(int)
+    np.testing.assert_array_equal(
+        stored[mapped[:, 1], mapped[:, 0]], display[points[:, 1], points[:, 0]]
+    )
+    assert Orientation(orientation).upright_size((width, height)) == display.shape[1::-1]
+
+
+def test_unreadable_or_unknown_orientation_tags_are_upright(astronaut):
+    for value in (0, 9, 65535):
+        exif = Image.Exif()
+        exif[0x0112] = value
+        photo = decode_image(encode(astronaut, "PNG", exif=exif.tobytes()))
+        assert Orientation.of(photo) == Orientation(1)

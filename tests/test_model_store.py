@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import bentoml
 import numpy as np
 import onnx
 import pytest
@@ -142,3 +144,103 @@ def test_build_twin_labels_it_everywhere(tmp_path):
     assert meta["cost_twin"] is True and "COST TWIN" in meta["description"]
     assert model.info.labels["cost_twin"] == "true"
     assert (Path(model.path) / "cost_twin.weights").is_file()  # weights stay external
+
+
+def small_generator(path: Path, outlier: float = 1.0) -> Path:
+    """A small convolutional image-to-image model (conv, ReLU, conv, tanh) with seeded weights.
+
+    ``outlier`` > 1 damages it for int8 only: the first conv's channel 0 is multiplied by it and
+    the second conv's input channel 0 divided by it, which leaves fp32 unchanged (ReLU commutes
+    with a positive scale) but gives the hidden activation one channel ``outlier`` times wider
+    than the rest, which one int8 scale per tensor cannot hold.
+    """
+    rng = np.random.default_rng(0)
+    first = rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32)
+    second = rng.normal(0, 0.15, (3, 16, 3, 3)).astype(np.float32)
+    first[0] *= outlier
+    second[:, 0] /= outlier
+    weights = [onnx.numpy_helper.from_array(a, n) for a, n in ((first, "w1"), (second, "w2"))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["h"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Tanh", ["c"], ["y"]),
+    ]
+    image = ["N", 3, "H", "W"]
+    graph = helper.make_graph(
+        nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)], weights,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def test_int8_is_measured_at_import_and_refused_when_it_would_show(tmp_path):
+    """int8 only where the import measured it within the quality bar on held-out real faces:
+    a model and its int8-damaged copy (same fp32 output) get different verdicts."""
+    pytest.importorskip("nncf")
+    from model_store import load_generator
+
+    signature = GeneratorSignature(size=256)
+    good = import_generator(small_generator(tmp_path / "good.onnx"), "small", signature, "test")
+    damaged = import_generator(
+        small_generator(tmp_path / "damaged.onnx", outlier=2000.0), "small-damaged", signature,
+        "test",
+    )  # fmt: skip
+    good_psnr = good.info.metadata["int8_psnr_db"]
+    damaged_psnr = damaged.info.metadata["int8_psnr_db"]
+    assert good_psnr >= 35 > damaged_psnr, (good_psnr, damaged_psnr)
+    assert (
+        load_generator(good, backend="auto", providers="CPUExecutionProvider").precision == "int8"
+    )
+    refused = load_generator(damaged, backend="auto", providers="CPUExecutionProvider")
+    assert refused.precision in ("bf16", "f32")
+    assert (Path(good.path) / "openvino-int8" / "model.xml").is_file()
+
+
+def test_animeganv3_int8_quality_is_stored(learned_models):
+    """AnimeGANv3's int8 copy measures ~27 dB (its eyes lose colour: docs/images/
+    precision-grid.jpg), so the service keeps it at bf16 (~50 dB)."""
+    pytest.importorskip("nncf")
+    from model_store import load_generator
+
+    generator, _ = learned_models
+    meta = generator.info.metadata
+    assert 15 < meta["int8_psnr_db"] < 35 <= meta["bf16_psnr_db"]
+    assert load_generator(generator, providers="CPUExecutionProvider").precision == "bf16"
+
+
+def test_forcing_int8_without_an_int8_copy_says_how_to_get_one(tmp_path):
+    from model_store import load_generator
+
+    model = import_generator(
+        small_generator(tmp_path / "m.onnx"), "no-int8", GeneratorSignature(size=256), "test"
+    )
+    shutil.rmtree(Path(model.path) / "openvino-int8", ignore_errors=True)
+    with pytest.raises(FileNotFoundError, match="TOONIFY_PRECISION=auto"):
+        load_generator(model, precision="int8", providers="CPUExecutionProvider")
+
+
+def test_stored_mtcnn_has_no_prelu_and_finds_the_same_faces(default_models, t1_photo):
+    """The model store rewrites PRelu for speed; the outputs must not move."""
+    from preprocess import create_detector
+
+    stored = bentoml.models.get("mtcnn:latest")
+    assert stored.info.metadata["prelu_as_relu"] == 12  # 3 in P-Net, 4 in R-Net, 5 in O-Net
+    for name in ("pnet.onnx", "rnet.onnx", "onet.onnx"):
+        ops = {node.op_type for node in onnx.load(stored.path_of(name)).graph.node}
+        assert "PRelu" not in ops and "Relu" in ops
+    original = create_detector("mtcnn").detect(t1_photo)  # the wheel's files, as published
+    rewritten = create_detector(detector_spec(stored)).detect(t1_photo)
+    assert len(rewritten) == len(original) >= 5
+    for a, b in zip(original, rewritten, strict=True):
+        np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+
+
+def test_a_detector_file_that_is_not_onnx_is_refused(tmp_path):
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelImportError, match="does not load"):
+        import_detector(tmp_path / "junk.onnx", "junk", "scrfd", "x")

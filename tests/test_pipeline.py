@@ -47,7 +47,7 @@ def test_face_selection(detectors, t1_photo):
 def test_the_photo_is_decoded_once_and_kept_for_paste_back(detectors, t1_photo):
     pipeline = PhotoPipeline(detectors("mtcnn"), Settings())
     job = pipeline.prepare(png_bytes(t1_photo), ToonifyOptions(paste_back=True, format="png"))
-    assert job.prepared.photo.size == t1_photo.size and job.answer_size == t1_photo.size
+    assert job.prepared.size == t1_photo.size and job.answer_size == t1_photo.size
     black = np.zeros_like(job.crops)
     toons = Toons(pixels=black, queued_s=0.0, generate_s=0.0, batch_size=len(black))
     result = pipeline.finish(job, toons, ToonifyOptions(paste_back=True, format="png"))

@@ -60,11 +60,10 @@ def paste_answer(prepared: PreparedPhoto, toons: np.ndarray, size: tuple[int, in
     The photo is scaled first and the quads with it, so pasting costs the answer's pixels, not
     the upload's.
     """
-    photo = prepared.photo
-    scale = size[0] / photo.width
+    photo = prepared.upright(size)
     faces = prepared.aligned
-    if size != photo.size:
-        photo = photo.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if size != prepared.size:
+        scale = size[0] / prepared.size[0]
         faces = [AlignedFace(image=face.image, quad=face.quad * scale) for face in faces]
     return paste_back(photo, faces, [Image.fromarray(toon) for toon in toons])
 

@@ -184,7 +184,8 @@ class OpenVinoRunner:
         # loading an IR with fp16 weights already takes 0.2 s.
         config = {
             "INFERENCE_NUM_THREADS": threads,
-            "INFERENCE_PRECISION_HINT": precision,
+            # An int8 IR carries its own quantized layers; what is left runs in f32.
+            "INFERENCE_PRECISION_HINT": "f32" if precision == "int8" else precision,
             "PERFORMANCE_HINT": "LATENCY",
         }
         compiled = core.compile_model(str(path), "CPU", config)
@@ -212,7 +213,8 @@ class OnnxGenerator:
     """Any ONNX image-to-image generator, run through its signature on the best backend here.
 
     ``model_path`` is the ONNX file, its fp16 copy for CUDA, or for OpenVINO its IR (model.xml).
-    ``precision``: f32; bf16 (OpenVINO); fp16 (TensorRT engines, or the fp16 file on CUDA).
+    ``precision``: f32; bf16 or int8 (OpenVINO; int8 from an int8 IR); fp16 (TensorRT engines,
+    or the fp16 file on CUDA).
     """
 
     def __init__(
@@ -233,6 +235,7 @@ class OnnxGenerator:
             self.runner = OpenVinoRunner(path, threads, precision)
         else:
             self.runner = OnnxRuntimeRunner(path, threads, providers, cache, precision == "fp16")
+        self.precision = precision
         self.load_seconds = time.perf_counter() - started
         # Some exports fix the batch axis at 1 (AnimeGANv3 does): feed those one crop at a time.
         self.max_batch = self.runner.max_batch

@@ -55,7 +55,7 @@ class PhotoPipeline:
             supersample=settings.supersample,
         )
         size = answer_size(
-            options, len(prepared.faces), prepared.photo.size, settings.crop_size,
+            options, len(prepared.faces), prepared.size, settings.crop_size,
             settings.max_output_pixels,
         )  # fmt: skip
         return PhotoJob(prepared, size)
