@@ -1,12 +1,16 @@
-"""The README picture: photo / aligned crop / toon, per generator, from package-shipped photos.
+"""The README picture: photo / aligned crop / toon, per generator, one row per face.
 
 make import-animegan   # optional: adds the AnimeGANv3 column (weights from ../shared/models)
 make grid              # writes docs/images/grid.jpg
+
+Faces: the astronaut (scikit-image), the six of insightface's t1.jpg, and each upright photo in
+../shared/models/faces (TOONIFY_TEST_ASSETS) when it is there.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -16,10 +20,11 @@ import skimage.data
 from PIL import Image, ImageDraw, ImageOps
 
 from model_store import MODEL_FILE, detector_spec
-from preprocess import align_face, create_detector
+from preprocess import align_face, create_detector, read_photo
 from toonify.generator import GeneratorSignature, OnnxGenerator
 
 ROOT = Path(__file__).resolve().parents[1]
+ASSETS = Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models"))
 
 TILE = 256
 GENERATORS = [
@@ -28,12 +33,19 @@ GENERATORS = [
 ]
 
 
-def photos() -> list[tuple[str, Image.Image]]:
+def photos() -> list[tuple[str, Image.Image, int]]:
+    """(label, photo, how many of its faces) in row order."""
     t1 = Path(importlib.util.find_spec("insightface").origin).parent / "data/images/t1.jpg"
-    return [
-        ("astronaut (scikit-image)", Image.fromarray(skimage.data.astronaut())),
-        ("t1.jpg (insightface)", Image.open(t1).convert("RGB")),
+    found = [
+        ("astronaut (scikit-image)", Image.fromarray(skimage.data.astronaut()), 1),
+        ("t1.jpg (insightface)", Image.open(t1).convert("RGB"), 6),
     ]
+    faces = ASSETS / "faces"
+    if faces.is_dir():  # the EXIF-rotated copies and the astronaut are faces already shown
+        for path in sorted(faces.iterdir()):
+            if "orientation" not in path.name and not path.name.startswith("astronaut"):
+                found.append((path.name, read_photo(path.read_bytes()), 1))
+    return found
 
 
 def load_generators() -> list[tuple[str, OnnxGenerator]]:
@@ -61,20 +73,21 @@ def main() -> None:
     detector = create_detector(detector_spec(bentoml.models.get("mtcnn:latest")))
     generators = load_generators()
     rows = []
-    for name, photo in photos():
-        face = detector.detect(photo)[0]
-        aligned = align_face(photo, face.landmarks, size=512)
-        crop = np.asarray(aligned.image)[None]
-        tiles = [labelled(photo, name), labelled(aligned.image, "FFHQ-aligned")]
-        tiles += [labelled(Image.fromarray(gen(crop)[0]), label) for label, gen in generators]
-        rows.append(tiles)
+    for name, photo, count in photos():
+        for index, face in enumerate(detector.detect(photo)[:count]):
+            aligned = align_face(photo, face.landmarks, size=512)
+            crop = np.asarray(aligned.image)[None]
+            label = name if count == 1 else f"{name}, face {index}"
+            tiles = [labelled(photo, label), labelled(aligned.image, "FFHQ-aligned")]
+            tiles += [labelled(Image.fromarray(gen(crop)[0]), text) for text, gen in generators]
+            rows.append(tiles)
     grid = Image.new("RGB", (TILE * len(rows[0]), TILE * len(rows)), "white")
     for r, tiles in enumerate(rows):
         for c, tile in enumerate(tiles):
             grid.paste(tile, (c * TILE, r * TILE))
     out = ROOT / "docs" / "images" / "grid.jpg"
     grid.save(out, quality=88)
-    print(f"wrote {out}")
+    print(f"wrote {out}: {len(rows)} faces")
 
 
 if __name__ == "__main__":

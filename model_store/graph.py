@@ -29,7 +29,8 @@ class GraphBuilder:
 
     def op(self, op_type: str, *inputs: str, output: str | None = None, **attrs) -> str:
         output = output or self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [output], **attrs))
+        # Named after their output: converters (fp16) name the casts they insert after nodes.
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=output, **attrs))
         return output
 
     def reflect_pad(self, x: str, pad: int) -> str:
