@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -66,3 +67,33 @@ def test_page_shows_what_to_do_when_the_upload_is_not_a_photo(browser, page_url,
     page.wait_for_selector("#status.error", timeout=30_000)
     assert "not an image" in page.inner_text("#status").lower()
     assert page.query_selector("#result img") is None
+
+
+def test_page_waits_out_a_busy_service_and_tries_again(browser, page_url, serve, tmp_path,
+                                                       astronaut):  # fmt: skip
+    """The first upload reaches an instance with every slot taken (its real 503 + Retry-After);
+    the page says it is busy, waits as told and its retry, to the normal instance, succeeds."""
+    full = serve(max_in_flight=0, retry_after_s=2)  # started and ready
+    arrivals: list[tuple[float, str]] = []
+
+    def route(request_route):
+        target = full.url if not arrivals else page_url
+        arrivals.append((time.monotonic(), target))
+        if target == full.url:  # refused before its body is read
+            request_route.fulfill(response=request_route.fetch(url=full.url + "/toonify"))
+        else:  # the page's own request, untouched, to its own server
+            request_route.continue_()
+
+    photo = tmp_path / "astronaut.png"
+    astronaut.save(photo)
+    page = browser.new_page()
+    page.route("**/toonify", route)
+    page.goto(page_url)
+    page.set_input_files("#image", str(photo))
+    page.click("#go")
+    page.wait_for_selector("#status.busy", timeout=30_000)
+    assert "Trying again in 2 s" in page.inner_text("#status")
+    page.wait_for_selector("#result img", timeout=60_000)
+    assert "1 face(s) found" in page.inner_text("#status")
+    assert [target for _, target in arrivals] == [full.url, page_url]
+    assert arrivals[1][0] - arrivals[0][0] >= 2.0  # it waited as long as Retry-After said

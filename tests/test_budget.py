@@ -1,0 +1,52 @@
+"""The spend cap's arithmetic, and the command that prints it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from toonify.budget import fleet_cap
+from toonify.cost import PriceProfile, load_profiles
+
+from .conftest import ROOT
+
+
+def test_max_scale_is_the_budget_over_a_saturated_instance():
+    profile = load_profiles()["cloudrun-2020"]
+    # By hand: 2 vCPU x $0.000024 + 4 GiB x $0.0000025 = $0.000058 a second, $0.2088 an hour,
+    # plus 4.5 x 3600 = 16,200 requests at $0.40 per million = $0.00648: $0.21528 an hour.
+    cap = fleet_cap(0.50, profile, capacity_images_per_s=4.5)
+    assert cap.instance_usd_per_hour == pytest.approx(0.21528)
+    assert cap.max_instances == 2  # 0.50 / 0.21528 = 2.32
+    assert cap.images_per_hour == pytest.approx(2 * 4.5 * 3600)
+    assert cap.worst_case_usd_per_hour <= 0.50
+    assert fleet_cap(2 * 0.21528, profile, 4.5).max_instances == 2  # exactly two pays for two
+    assert fleet_cap(0.20, profile, 4.5).max_instances == 0
+
+
+def test_hourly_billing_ignores_the_load():
+    gpu = PriceProfile(name="gpu", billing="instance", hourly_usd=3.99)
+    assert fleet_cap(10.0, gpu, capacity_images_per_s=100).max_instances == 2
+    assert fleet_cap(10.0, gpu, capacity_images_per_s=1).max_instances == 2
+
+
+def test_nonsense_is_refused():
+    with pytest.raises(ValueError):
+        fleet_cap(0.0, load_profiles()["cloudrun-2020"], 4.5)
+
+
+def test_the_command_prints_max_scale_and_whether_the_peak_fits():
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "toonify.budget", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    done = run("--usd-per-hour", "0.5", "--capacity", "4.5", "--profile", "cloudrun-2020")
+    assert done.returncode == 0, done.stderr
+    assert "maxScale (Cloud Run) = maxReplicas (Kubernetes HPA) = 2" in done.stdout
+    assert "25,000 images/h fits" in done.stdout
+    tight = run("--usd-per-hour", "0.25", "--capacity", "4.5", "--profile", "cloudrun-2020")
+    assert "= 1" in tight.stdout and "does not fit" in tight.stdout
+    poor = run("--usd-per-hour", "0.1", "--capacity", "4.5", "--profile", "cloudrun-2020")
+    assert poor.returncode == 2 and "does not pay for one" in poor.stdout
