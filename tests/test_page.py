@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from .conftest import insightface_image
@@ -31,13 +33,13 @@ def browser():
         chromium.close()
 
 
-def upload(browser, url, path, *checkboxes):
-    page = browser.new_page()
+def upload(browser, url, path, *checkboxes, **page_options):
+    """Open the page, tick the options, choose the photo (choosing it starts the upload)."""
+    page = browser.new_page(**page_options)
     page.goto(url)
-    page.set_input_files("#image", str(path))
     for name in checkboxes:
         page.check(f"#{name}")
-    page.click("#go")
+    page.set_input_files("#image", str(path))
     return page
 
 
@@ -45,16 +47,16 @@ def test_page_turns_a_photo_into_a_toon(browser, page_url, tmp_path, astronaut):
     photo = tmp_path / "astronaut.png"
     astronaut.save(photo)
     page = upload(browser, page_url, photo)
-    page.wait_for_selector("#result img", timeout=60_000)
-    size = page.eval_on_selector("#result img", "img => [img.naturalWidth, img.naturalHeight]")
+    page.wait_for_selector("#after", state="visible", timeout=60_000)
+    size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
     assert size == [512, 512]
     assert "1 face(s) found" in page.inner_text("#status")
 
 
 def test_page_returns_the_whole_photo_with_every_face(browser, page_url):
     page = upload(browser, page_url, insightface_image("t1.jpg"), "paste_back")
-    page.wait_for_selector("#result img", timeout=60_000)
-    size = page.eval_on_selector("#result img", "img => [img.naturalWidth, img.naturalHeight]")
+    page.wait_for_selector("#after", state="visible", timeout=60_000)
+    size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
     assert size == [1280, 886]
     faces = int(page.inner_text("#status").split(" face")[0])
     assert faces >= 5
@@ -66,7 +68,7 @@ def test_page_shows_what_to_do_when_the_upload_is_not_a_photo(browser, page_url,
     page = upload(browser, page_url, notes)
     page.wait_for_selector("#status.error", timeout=30_000)
     assert "not an image" in page.inner_text("#status").lower()
-    assert page.query_selector("#result img") is None
+    assert not page.is_visible("#result")
 
 
 def test_page_waits_out_a_busy_service_and_tries_again(browser, page_url, serve, tmp_path,
@@ -90,10 +92,62 @@ def test_page_waits_out_a_busy_service_and_tries_again(browser, page_url, serve,
     page.route("**/toonify", route)
     page.goto(page_url)
     page.set_input_files("#image", str(photo))
-    page.click("#go")
     page.wait_for_selector("#status.busy", timeout=30_000)
     assert "Trying again in 2 s" in page.inner_text("#status")
-    page.wait_for_selector("#result img", timeout=60_000)
+    page.wait_for_selector("#after", state="visible", timeout=60_000)
     assert "1 face(s) found" in page.inner_text("#status")
     assert [target for _, target in arrivals] == [full.url, page_url]
     assert arrivals[1][0] - arrivals[0][0] >= 2.0  # it waited as long as Retry-After said
+
+
+def test_a_dropped_photo_is_toonified_with_before_after_and_a_download_of_the_answer(
+    browser, page_url, tmp_path, astronaut
+):
+    photo = tmp_path / "astronaut.jpg"
+    astronaut.save(photo, quality=92)
+    page = browser.new_page()
+    page.goto(page_url)
+    page.evaluate(
+        """async (bytes) => {
+            const file = new File([new Uint8Array(bytes)], "astronaut.jpg", {type: "image/jpeg"});
+            const data = new DataTransfer();
+            data.items.add(file);
+            document.getElementById("drop").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+        }""",
+        list(photo.read_bytes()),
+    )
+    page.wait_for_selector("#after", state="visible", timeout=60_000)
+    before = page.eval_on_selector("#before", "img => [img.naturalWidth, img.naturalHeight]")
+    assert before == [512, 512]  # the photo itself, beside its toon
+    with page.expect_download() as download:
+        page.click("#download")
+    saved = Path(download.value.path()).read_bytes()
+    assert download.value.suggested_filename == "astronaut-toon.jpg"
+    direct = httpx.post(f"{page_url}/toonify", files={"image": photo.read_bytes()}, timeout=60)
+    assert saved == direct.content  # the download is the API's answer, byte for byte
+    page.click("#again")
+    assert not page.is_visible("#result")
+
+
+def test_every_face_becomes_a_small_gallery(browser, page_url):
+    page = upload(browser, page_url, insightface_image("t1.jpg"), "all_faces")
+    page.wait_for_selector("#gallery img", timeout=60_000)
+    faces = int(page.inner_text("#status").split(" face")[0])
+    assert len(page.query_selector_all("#gallery img")) == faces >= 5
+
+
+def test_phone_width_has_no_sideways_scrolling_and_no_serious_accessibility_violations(
+    browser, page_url, tmp_path, astronaut
+):
+    axe = pytest.importorskip("axe_playwright_python")
+    photo = tmp_path / "astronaut.png"
+    astronaut.save(photo)
+    page = upload(browser, page_url, photo, viewport={"width": 360, "height": 740})
+    page.wait_for_selector("#after", state="visible", timeout=60_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert page.get_attribute("#camera", "capture") == "user"  # phones offer the front camera
+    page.add_script_tag(path=str(Path(axe.__file__).with_name("axe.min.js")))
+    violations = page.evaluate("async () => (await axe.run()).violations")
+    serious = [(v["id"], v["impact"]) for v in violations if v["impact"] in ("serious", "critical")]
+    assert serious == [], serious
