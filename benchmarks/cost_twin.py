@@ -46,7 +46,7 @@ from tqdm import tqdm  # noqa: E402
 from model_store import MODEL_FILE  # noqa: E402
 from model_store.build import build_defaults, build_twin  # noqa: E402
 from toonify.cost import BillingMeter, load_profiles  # noqa: E402
-from toonify.served import free_port  # noqa: E402
+from toonify.served import free_port, wait_for_200  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import describe_cpu  # noqa: E402
@@ -93,14 +93,11 @@ def start(system: str, model, precision: str) -> tuple[subprocess.Popen, str, fl
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    while True:
-        if process.poll() is not None:
-            raise SystemExit(f"{system} exited ({process.returncode}) before it was ready")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return process, url, time.perf_counter() - started
-        except httpx.TransportError:
-            time.sleep(0.05)
+    try:
+        wait_for_200(f"{url}/readyz", timeout=600, alive=lambda: process.poll() is None)
+    except ChildProcessError:
+        raise SystemExit(f"{system} exited ({process.returncode}) before it was ready") from None
+    return process, url, time.perf_counter() - started
 
 
 def generator_processes(system: str, pid: int) -> list[psutil.Process]:

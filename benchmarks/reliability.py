@@ -42,7 +42,7 @@ from PIL import Image  # noqa: E402
 
 from loadtest.photos import build_pool, choose  # noqa: E402
 from model_store.build import build_defaults  # noqa: E402
-from toonify.served import Served  # noqa: E402
+from toonify.served import Served, hammering  # noqa: E402
 
 ASTRONAUT = Image.fromarray(skimage.data.astronaut())
 DEADLINE_S = 120.0
@@ -554,19 +554,10 @@ def internal(args) -> None:
     tree = (args.tree or ROOT).resolve()
     server = start(tree)
     photo = encode(ASTRONAUT.resize((256, 256)), "JPEG")
-    stop = threading.Event()
-
-    def hammer(path: str) -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            while not stop.is_set():
-                client.get(path)
-
-    pollers = [threading.Thread(target=hammer, args=(p,)) for p in ("/readyz", "/metrics")]
-    for poller in pollers:
-        poller.start()
     started = time.monotonic()
     try:
-        with httpx.Client(base_url=server.url, timeout=DEADLINE_S + 10) as client:
+        client = httpx.Client(base_url=server.url, timeout=DEADLINE_S + 10)
+        with hammering(server.url), client:
 
             def post(_: int) -> tuple[int, float]:
                 begin = time.monotonic()
@@ -580,9 +571,6 @@ def internal(args) -> None:
             with ThreadPoolExecutor(3) as pool:
                 results = list(pool.map(post, range(args.uploads)))
     finally:
-        stop.set()
-        for poller in pollers:
-            poller.join()
         server.stop()
     log = server.log.read_text()
     retries = log.count("call to another service failed") + log.count("retrying once")

@@ -25,6 +25,7 @@ import yaml
 
 from toonify.containers import IMAGE, image_exists, podman
 from toonify.cost import BillingMeter, cost_per_1000_images, profile_from_env
+from toonify.served import wait_for_200
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -37,15 +38,10 @@ def free_port() -> int:
 
 
 def wait_for(url: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer 200 within {timeout} s")
+    try:
+        wait_for_200(url, timeout, interval=0.2)
+    except TimeoutError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def haproxy_config(port: int, instances: dict[str, int]) -> str:

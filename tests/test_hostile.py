@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from loadtest.photos import phone_jpeg
-from toonify.served import scrape
+from toonify.served import hammering, scrape
 
 from .conftest import insightface_image
 
@@ -327,25 +327,10 @@ def test_uploads_never_fail_while_probes_and_scrapes_hammer_the_service(server, 
     """BentoML's internal client used to renew its connection pool every 100 calls by closing it
     under calls still reading ('Connection closed.', hangs); /readyz polls count as calls."""
     photo = encoded(astronaut.resize((256, 256)))
-    stop = threading.Event()
-
-    def hammer(path: str) -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            while not stop.is_set():
-                client.get(path)
-
-    pollers = [threading.Thread(target=hammer, args=(p,)) for p in ("/readyz", "/metrics")]
-    for poller in pollers:
-        poller.start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            with ThreadPoolExecutor(3) as pool:
-                answers = pool.map(lambda _: client.post("/toonify", content=photo), range(150))
-                statuses = [answer.status_code for answer in answers]
-    finally:
-        stop.set()
-        for poller in pollers:
-            poller.join()
+    with hammering(server.url), httpx.Client(base_url=server.url, timeout=60) as client:
+        with ThreadPoolExecutor(3) as pool:
+            answers = pool.map(lambda _: client.post("/toonify", content=photo), range(150))
+            statuses = [answer.status_code for answer in answers]
     assert statuses.count(200) == 150, {s: statuses.count(s) for s in set(statuses)}
     # Not one call between the services failed and had to be retried.
     assert "call to another service failed" not in server.log.read_text()

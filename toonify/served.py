@@ -3,18 +3,64 @@ the load test."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def wait_for_200(
+    url: str,
+    timeout: float,
+    alive: Callable[[], bool] = lambda: True,
+    interval: float = 0.05,
+) -> None:
+    """Poll ``url`` until it answers 200. TimeoutError after ``timeout`` seconds;
+    ChildProcessError as soon as ``alive()`` says whatever should answer has died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise ChildProcessError(f"{url}: the server exited before it answered")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(interval)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
+
+
+@contextlib.contextmanager
+def hammering(url: str, paths: tuple[str, ...] = ("/readyz", "/metrics")) -> Iterator[None]:
+    """Within the block, one thread per path GETs it in a tight loop: probes and scrapes at
+    their worst."""
+    stop = threading.Event()
+
+    def hammer(path: str) -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while not stop.is_set():
+                client.get(path)
+
+    threads = [threading.Thread(target=hammer, args=(path,)) for path in paths]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def free_port() -> int:
@@ -58,18 +104,15 @@ class Served:
         self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited:\n{self.log.read_text()[-4000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
+        try:
+            wait_for_200(f"{self.url}/readyz", timeout, alive=lambda: self.process.poll() is None)
+        except ChildProcessError:
+            raise RuntimeError(f"bentoml serve exited:\n{self.log.read_text()[-4000:]}") from None
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(
+                f"not ready after {timeout} s:\n{self.log.read_text()[-4000:]}"
+            ) from None
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -28,6 +28,7 @@ import yaml
 from PIL import Image
 
 from toonify.containers import IMAGE, podman
+from toonify.served import wait_for_200
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,15 +81,10 @@ def run(image: str, name: str, port: int, env: dict[str, str], mounts: list[str]
 
 
 def wait_ready(url: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"not ready after {timeout} s")
+    try:
+        wait_for_200(f"{url}/readyz", timeout)
+    except TimeoutError:
+        raise SystemExit(f"not ready after {timeout} s") from None
 
 
 def main() -> None:
