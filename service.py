@@ -32,7 +32,8 @@ from preprocess import InputError
 from toonify import bentoml_fixes, metrics, shutdown
 from toonify.calls import call_service
 from toonify.errors import GeneratorUnavailable, Internal, ServiceError, error_response
-from toonify.gateway import Gateway, request_deadline
+from toonify.gateway import Gateway, request_deadline, request_level
+from toonify.levels import Ladder, Level
 from toonify.responses import answer_response
 from toonify.schema import (
     DEFAULTS,
@@ -47,6 +48,7 @@ from toonify.schema import (
     Toons,
 )
 from toonify.settings import SETTINGS
+from toonify.signature import GeneratorSignature
 from toonify.site import make_site
 
 logger = logging.getLogger("toonify")
@@ -112,8 +114,9 @@ class Generator:
         except ServiceError as exc:
             return error_response(exc)
         return Toons(
-            pixels=pixels, queued_s=run.queued_s, generate_s=run.run_s, batch_size=run.batch_size
-        )
+            pixels=pixels, queued_s=run.queued_s, generate_s=run.run_s, batch_size=run.batch_size,
+            generated_size=self.generator.run_size(*crops.pixels.shape[1:3]),
+        )  # fmt: skip
 
 
 @bentoml.service(
@@ -145,13 +148,14 @@ class Preprocess:
 
     @bentoml.api
     async def toonify_photo(
-        self, photo: bytes, options: ToonifyOptions, deadline: float
+        self, photo: bytes, options: ToonifyOptions, deadline: float, level: Level = Level.full
     ) -> ToonifiedPhoto:
-        """Decode, orient, detect and align; the generator toonifies the crops; paste back or
-        lay them out; encode. User errors come back as error answers with their status."""
+        """Decode, orient, detect and align at the level's size; the generator toonifies the
+        crops; paste back or lay them out; encode. User errors come back as error answers with
+        their status."""
         try:
             job = await anyio.to_thread.run_sync(
-                self.photos.prepare, photo, options, limiter=self.threads
+                self.photos.prepare, photo, options, level, limiter=self.threads
             )
             toons = await call_service(
                 self.generator.to_async.generate, deadline, GeneratorUnavailable,
@@ -207,6 +211,7 @@ class Toonify:
             result = await call_service(
                 self.preprocess.to_async.toonify_photo, deadline,
                 photo=await asyncio.to_thread(image.read_bytes), options=options, deadline=deadline,
+                level=request_level(),
             )  # fmt: skip
         except (InputError, ServiceError) as exc:
             return error_response(exc)
@@ -216,5 +221,12 @@ class Toonify:
         return answer_response(result, options)
 
 
-Toonify.add_asgi_middleware(Gateway, settings=SETTINGS)
+def degrade_ladder() -> Ladder:
+    """The ladder for the configured generator: a reduced level where it runs at the smaller
+    size (its stored signature says; only metadata is read, no runtime is loaded)."""
+    metadata = bentoml.models.get(SETTINGS.generator_model).info.metadata
+    return Ladder.of(SETTINGS, GeneratorSignature.from_metadata(metadata).sizes)
+
+
+Toonify.add_asgi_middleware(Gateway, settings=SETTINGS, ladder=degrade_ladder)
 Toonify.mount_asgi_app(make_site(lambda: Toonify.openapi_spec.asdict()))

@@ -20,7 +20,7 @@ from flask import Flask, Response, request
 from PIL import Image
 
 from preprocess import InputError, align_face, create_detector, read_photo
-from toonify.generator import GeneratorSignature
+from toonify.signature import GeneratorSignature
 
 
 def create_app(model: Path, signature: GeneratorSignature) -> Flask:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toonify.generator import GeneratorSignature, OnnxGenerator
+from toonify.generator import OnnxGenerator
+from toonify.signature import GeneratorSignature
 
 GPU_HOUR_USD = 3.99
 

@@ -29,8 +29,8 @@ import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from model_store.build import build_defaults, import_generator  # noqa: E402
-from toonify.generator import GeneratorSignature  # noqa: E402
 from toonify.served import Served, scrape  # noqa: E402
+from toonify.signature import GeneratorSignature  # noqa: E402
 
 USD = 'toonify_billed_usd_total{profile="cloudrun-2020"}'
 SECONDS = 'toonify_billed_seconds_total{profile="cloudrun-2020"}'

@@ -36,8 +36,8 @@ from PIL import Image  # noqa: E402
 
 from loadtest.photos import ASSETS, phone_jpeg  # noqa: E402
 from model_store.build import build_defaults, import_generator  # noqa: E402
-from toonify.generator import GeneratorSignature  # noqa: E402
 from toonify.served import Served  # noqa: E402
+from toonify.signature import GeneratorSignature  # noqa: E402
 
 ANIMEGAN = ASSETS / "animeganv3_tiny_cute.onnx"
 

@@ -39,8 +39,8 @@ from PIL import Image  # noqa: E402
 from model_store import MODEL_FILE  # noqa: E402
 from model_store.build import build_defaults, import_generator  # noqa: E402
 from preprocess import align_face, create_detector  # noqa: E402
-from toonify.generator import GeneratorSignature  # noqa: E402
 from toonify.served import Served  # noqa: E402  the same harness the tests use
+from toonify.signature import GeneratorSignature  # noqa: E402
 
 GOAL = 0.95
 

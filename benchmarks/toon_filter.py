@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine import describe_cpu  # noqa: E402
 
 from preprocess import align_face, create_detector  # noqa: E402
-from toonify.generator import GeneratorSignature, OnnxGenerator  # noqa: E402
+from toonify.generator import OnnxGenerator  # noqa: E402
+from toonify.signature import GeneratorSignature  # noqa: E402
 
 
 def build_in(checkout: Path, path: Path) -> None:

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from model_store.build import calibration_faces, export_openvino_ir, held_out_faces, quantize_int8
-from toonify.generator import GeneratorSignature, OnnxGenerator
+from toonify.generator import OnnxGenerator
+from toonify.signature import GeneratorSignature
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models"))

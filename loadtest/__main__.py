@@ -5,6 +5,9 @@
     python -m loadtest capacity [--host URL | --start ...] [--p95-bound 5] [--step-rate 0.5]
                                 [--step-seconds 30] [--max-rate 12]
     python -m loadtest overload --rate 12 [--duration-seconds 90] ...
+    python -m loadtest overload --start --rate 13 --compare-degrade [--rounds 2]
+                                (the same overload with TOONIFY_DEGRADE=off and on, alternating
+                                rounds, each on a fresh instance; a comparison with ratios)
     python -m loadtest smoke    (a 30 s day at a low rate, for the test suite)
     python -m loadtest MODE --fleet 2 [--cpus 1]   (any mode against containers behind HAProxy,
                                 scraped by Prometheus: `make container` first; loadtest/fleet.py)
@@ -32,8 +35,18 @@ from pathlib import Path
 import httpx
 import psutil
 
+from benchmarks.machine import describe_cpu
 from loadtest.photos import build_pool
-from loadtest.report import load_records, markdown, plot, server_timing, summarise
+from loadtest.report import (
+    compare_degrade,
+    comparison_markdown,
+    load_records,
+    markdown,
+    plot,
+    plot_comparison,
+    server_timing,
+    summarise,
+)
 from toonify.served import Served
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +131,7 @@ def run(args) -> dict:
         fleet.start()
     elif args.start:
         env = {"TOONIFY_GENERATOR_MODEL": args.model} if args.model else {}
+        env |= dict(setting.split("=", 1) for setting in args.env)
         server = Served(env, Path(tempfile.mkdtemp()) / "serve.log")
     url = fleet.url if fleet else server.url if server else args.host
     # Behind a balancer /metrics is whichever instance answers: there, Prometheus reads the fleet.
@@ -166,6 +180,7 @@ def write_report(args, out: Path, samples: list[dict], extra: dict | None = None
     records = load_records(out)
     options = {k: v for k, v in vars(args).items() if k not in ("host", "out", "start")}
     summary = summarise(args.mode, records, samples, options) | (extra or {})
+    summary["machine"] = describe_cpu()
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(summary))
     plot(records, samples, out)
@@ -192,6 +207,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="overload: images/s")
     parser.add_argument("--duration-seconds", type=float, default=90.0)
     parser.add_argument("--cpus", type=float, help="fleet: CPUs per container (podman --cpus)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="TOONIFY_X=VALUE",
+        help="with --start: a setting for the served instance (repeatable)",
+    )
+    parser.add_argument(
+        "--compare-degrade",
+        action="store_true",
+        help="with --start: run with TOONIFY_DEGRADE=off and on, compare",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="--compare-degrade: rounds each")
     args = parser.parse_args(argv)
     if args.mode == "report":
         if not args.out:
@@ -202,7 +230,34 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give --host URL, --start or --fleet N")
     if args.mode == "smoke":
         args.rate_scale, args.day_minutes, args.user_rate = 0.15, 0.5, 0.2
+    if args.compare_degrade:
+        if not args.start:
+            parser.error("--compare-degrade starts its own instances: give --start")
+        run_degrade_comparison(args)
+        return
     run(args)
+
+
+def run_degrade_comparison(args) -> dict:
+    """The same load with the degrade ladder off and on, in alternating rounds (off first), each
+    on a fresh instance; each run's report in OUT/degrade-SETTING-ROUND, the comparison in OUT."""
+    out = Path(args.out or DEFAULT_OUT / f"{args.mode}-degrade")
+    summaries: dict[str, list[dict]] = {"off": [], "on": []}
+    first_records: dict[str, list[dict]] = {}
+    for round_ in range(1, args.rounds + 1):
+        for setting in ("off", "on"):
+            folder = out / f"degrade-{setting}-{round_}"
+            env = [*args.env, f"TOONIFY_DEGRADE={setting}"]
+            variant = argparse.Namespace(**{**vars(args), "out": str(folder), "env": env})
+            summaries[setting].append(run(variant))
+            first_records.setdefault(setting, load_records(folder))
+    comparison = compare_degrade(summaries) | {"machine": describe_cpu(), "options": {
+        k: v for k, v in vars(args).items() if k not in ("host", "out", "start")}}  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(comparison, indent=2) + "\n")
+    (out / "summary.md").write_text(comparison_markdown(comparison, comparison["machine"]))
+    plot_comparison(first_records, out)
+    print(comparison_markdown(comparison, comparison["machine"]))
+    return comparison
 
 
 if __name__ == "__main__":

@@ -66,6 +66,8 @@ def log_request(name, response_time, response, start_time, context, exception, *
     record["server_ms"] = server_timing(headers.get("Server-Timing", ""))
     if "X-Served-By" in headers:  # behind the fleet's balancer: which instance answered
         record["instance"] = headers["X-Served-By"]
+    if "X-Service-Level" in headers:  # the degrade ladder's level that served it
+        record["level"] = headers["X-Service-Level"]
     _log.write(json.dumps(record) + "\n")
 
 

@@ -44,7 +44,7 @@ def binned(records: list[dict], t0: float, width: float) -> dict[str, np.ndarray
     """Per time bin: sent, ok, rejected per second and ok latency percentiles."""
     end = max(r["t"] + r["latency"] for r in records)
     count = max(1, math.ceil((end - t0) / width))
-    sent, ok, rejected = (np.zeros(count) for _ in range(3))
+    sent, ok, reduced, rejected = (np.zeros(count) for _ in range(4))
     latencies: list[list[float]] = [[] for _ in range(count)]
     for r in records:
         index = min(count - 1, int((r["t"] - t0) // width))
@@ -52,6 +52,7 @@ def binned(records: list[dict], t0: float, width: float) -> dict[str, np.ndarray
         done = min(count - 1, int((r["t"] + r["latency"] - t0) // width))
         if is_ok(r):
             ok[done] += 1
+            reduced[done] += r.get("level") == "reduced"
             latencies[index].append(r["latency"])
         elif r["status"] in REJECTED:
             rejected[done] += 1
@@ -59,7 +60,8 @@ def binned(records: list[dict], t0: float, width: float) -> dict[str, np.ndarray
     p95 = np.array([np.percentile(v, 95) if v else np.nan for v in latencies])
     return {
         "t": (np.arange(count) + 0.5) * width,
-        "sent": sent / width, "ok": ok / width, "rejected": rejected / width,
+        "sent": sent / width, "ok": ok / width, "reduced": reduced / width,
+        "rejected": rejected / width,
         "p50": p50, "p95": p95,
     }  # fmt: skip
 
@@ -108,6 +110,10 @@ def summarise(mode: str, records: list[dict], samples: list[dict], options: dict
         "achieved_rate_peak": round(float(bins["ok"].max()), 3),
         "status_counts": statuses,
         "ok": len(ok),
+        # Images answered at each level of the degrade ladder (header X-Service-Level).
+        "ok_by_level": {
+            level: sum(1 for r in ok if r.get("level") == level) for level in ("full", "reduced")
+        },
         "rejected": len(rejected),
         "latency_ok_s": percentiles([r["latency"] for r in ok]),
         "latency_rejected_s": percentiles([r["latency"] for r in rejected]),
@@ -160,6 +166,8 @@ def plot(records: list[dict], samples: list[dict], folder: Path, width: float = 
     figure, axis = plt.subplots(figsize=(9, 4))
     axis.plot(bins["t"], bins["sent"], label="offered (sent/s)")
     axis.plot(bins["t"], bins["ok"], label="achieved (answered ok/s)")
+    if bins["reduced"].any():
+        axis.plot(bins["t"], bins["reduced"], label="of which at the reduced level/s")
     axis.plot(bins["t"], bins["rejected"], label="rejected/s")
     axis.set(xlabel="seconds into the run", ylabel="images per second", title="Rate")
     axis.legend()
@@ -213,3 +221,94 @@ def markdown(summary: dict) -> str:
         lines += [f"| {s['offered']} | {s['sent']} | {s['ok']} | {s['p95']} | {s['sustained']} |"
                   for s in summary["steps"]]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+# --- with and without the degrade ladder -----------------------------------------------------
+
+COMPARED = ("achieved_rate_mean", "cost_per_1000_images_usd", "rejected", "requests_sent")
+
+
+def compare_degrade(rounds: dict[str, list[dict]]) -> dict:
+    """Overload runs with the ladder off and on (alternating rounds of the same run): the median
+    of each figure per setting, and on/off ratios."""
+    medians = {
+        setting: {
+            key: float(np.median([r[key] for r in runs if r.get(key) is not None]))
+            for key in (*COMPARED, "offered_rate_mean")
+        }
+        | {
+            "latency_ok_p50_s": float(np.median([r["latency_ok_s"]["p50"] for r in runs])),
+            "latency_ok_p95_s": float(np.median([r["latency_ok_s"]["p95"] for r in runs])),
+            "ok_reduced_share": float(
+                np.median([r["ok_by_level"]["reduced"] / max(1, r["ok"]) for r in runs])
+            ),
+            "rounds": len(runs),
+        }
+        for setting, runs in rounds.items()
+    }
+    off, on = medians["off"], medians["on"]
+    ratios = {
+        "answered_images_per_s": round(on["achieved_rate_mean"] / off["achieved_rate_mean"], 3),
+        "cost_per_1000_images": round(
+            on["cost_per_1000_images_usd"] / off["cost_per_1000_images_usd"], 3
+        ),
+        "refused": round(on["rejected"] / off["rejected"], 3) if off["rejected"] else None,
+    }
+    goals = {
+        "answered_images_per_s >= 2x": ratios["answered_images_per_s"] >= 2.0,
+        "cost per 1000 answered lower": ratios["cost_per_1000_images"] < 1.0,
+        "fewer refusals": on["rejected"] < off["rejected"],
+    }
+    return {"mode": "overload, degrade off vs on", "off": off, "on": on, "ratios": ratios,
+            "goals_met": goals}  # fmt: skip
+
+
+def comparison_markdown(comparison: dict, machine: str = "") -> str:
+    off, on = comparison["off"], comparison["on"]
+    lines = [f"# {comparison['mode']}", ""]
+    if machine:
+        lines += [f"Machine: {machine}", ""]
+    lines += [f"Medians over {on['rounds']} round(s) each, alternating.", "",
+              "| figure | degrade off | degrade on | on / off |", "|---|---|---|---|"]  # fmt: skip
+    ratio_of = {
+        "achieved_rate_mean": "answered_images_per_s",
+        "cost_per_1000_images_usd": "cost_per_1000_images",
+        "rejected": "refused",
+    }
+    names = {
+        "offered_rate_mean": "offered uploads/s",
+        "achieved_rate_mean": "answered images/s",
+        "cost_per_1000_images_usd": "cost per 1000 answered (USD)",
+        "rejected": "refused",
+        "requests_sent": "uploads sent",
+        "latency_ok_p50_s": "answered p50 (s)",
+        "latency_ok_p95_s": "answered p95 (s)",
+        "ok_reduced_share": "share answered at reduced",
+    }
+    for key, name in names.items():
+        ratio = comparison["ratios"].get(ratio_of.get(key, ""), "")
+        lines.append(f"| {name} | {off[key]:.4g} | {on[key]:.4g} | {ratio} |")
+    lines += ["", "| goal | met |", "|---|---|"]
+    lines += [f"| {goal} | {met} |" for goal, met in comparison["goals_met"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot_comparison(runs: dict[str, list[dict]], folder: Path, width: float = 10.0) -> Path:
+    """Answered and refused images per second over time, one line per setting (first round)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (answered, refused) = plt.subplots(1, 2, figsize=(12, 4), sharex=True)
+    for setting, records in runs.items():
+        bins = binned(records, records[0]["t"], width)
+        answered.plot(bins["t"], bins["ok"], label=f"degrade {setting}: answered/s")
+        if bins["reduced"].any():
+            answered.plot(bins["t"], bins["reduced"], "--", label=f"degrade {setting}: reduced/s")
+        refused.plot(bins["t"], bins["rejected"], label=f"degrade {setting}")
+    answered.set(xlabel="seconds into the run", ylabel="images per second", title="Answered")
+    refused.set(xlabel="seconds into the run", ylabel="uploads per second", title="Refused (503)")
+    answered.legend()
+    refused.legend()
+    return _save(figure, folder / "degrade_rate.png")

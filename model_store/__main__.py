@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from toonify.generator import GeneratorSignature
 from toonify.settings import SETTINGS
+from toonify.signature import GeneratorSignature
 
 from .build import (
     DETECTOR_FAMILIES,
@@ -45,9 +45,13 @@ def _quality(meta: dict) -> str:
         if (key := f"{precision}_psnr_db") in meta and meta[key] is not None
     )
     chosen = choose_precision("auto", meta, SETTINGS.min_psnr_db)
+    reduced = meta.get("reduced_psnr_db") or {}
+    sizes = ", ".join(f"{size} px ({psnr} dB against {meta['size']} px)" for size, psnr in
+                      reduced.items())  # fmt: skip
     return (
         f"lowest PSNR against fp32 on held-out real faces: {figures or 'not measured'}; "
-        f"CPU precision at the {SETTINGS.min_psnr_db:g} dB bar: {chosen}"
+        f"CPU precision at the {SETTINGS.min_psnr_db:g} dB bar: {chosen}\n"
+        f"also runs at: {sizes or 'no smaller size (the service will have no reduced level)'}"
     )
 
 
@@ -55,6 +59,8 @@ def _describe(model) -> str:
     meta = model.info.metadata
     if meta.get("kind") == "generator":
         detail = f"{meta['layout']} {meta['channel_order']} {meta['value_range']} {meta['size']}px"
+        if meta.get("reduced_sizes"):
+            detail += f" (also {'/'.join(map(str, meta['reduced_sizes']))})"
         if meta.get("cost_twin"):
             detail = f"COST TWIN (noise) {detail}"
     else:

@@ -7,6 +7,7 @@ FFHQ-aligned faces, and stores the signature, sha256, licence and those figures 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import tempfile
@@ -15,7 +16,8 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from toonify.generator import GeneratorSignature, OnnxGenerator, openvino_version
+from toonify.generator import OnnxGenerator, openvino_version
+from toonify.signature import GeneratorSignature
 
 from .load import FP16_MODEL, MODEL_FILE, OPENVINO_INT8_IR, OPENVINO_IR
 
@@ -162,16 +164,60 @@ def quantize_int8(
     return target
 
 
+def lowest_psnr(reference: np.ndarray, other: np.ndarray) -> float:
+    """The lowest PSNR (dB) over pairs of uint8 images; 99 for identical ones."""
+    values = []
+    for a, b in zip(reference, other, strict=True):
+        error = np.mean((a.astype(float) - b) ** 2)
+        values.append(99.0 if error == 0 else float(10 * np.log10(255**2 / error)))
+    return round(min(values), 2)
+
+
+def one_at_a_time(generator: OnnxGenerator, faces: np.ndarray) -> np.ndarray:
+    """Toons of the faces, one run each: an import judges the model, not its batching."""
+    return np.concatenate([generator(face[None]) for face in faces])
+
+
 def reduced_precision_psnr(
     path: Path, signature: GeneratorSignature, reduced: OnnxGenerator, faces: np.ndarray
 ) -> float:
     """Quality of a reduced-precision run against ONNX Runtime fp32 on real faces (min PSNR)."""
     reference = OnnxGenerator(path, signature, threads=None)
-    values = []
-    for face in faces:
-        error = np.mean((reference(face[None]).astype(float) - reduced(face[None])) ** 2)
-        values.append(99.0 if error == 0 else float(10 * np.log10(255**2 / error)))
-    return round(min(values), 2)
+    return lowest_psnr(one_at_a_time(reference, faces), one_at_a_time(reduced, faces))
+
+
+def reduced_size_candidates(size: int) -> list[int]:
+    """Three quarters, half and a quarter of the size, in multiples of 16 (what strided
+    convolutions need), at least 64."""
+    candidates = {s // 16 * 16 for s in (size * 3 // 4, size // 2, size // 4)}
+    return sorted((s for s in candidates if s >= 64), reverse=True)
+
+
+def measure_reduced_sizes(
+    path: Path, signature: GeneratorSignature, faces: np.ndarray
+) -> dict[int, float]:
+    """The smaller sizes the model runs at, returning that size, each with the quality of a toon
+    made there and scaled up against one made at full size (lowest PSNR on real faces).
+
+    A model with a fixed input size, or one whose output is not the input's size, gets none: the
+    service then has no reduced level for it."""
+    from toonify.generator import resize_batch
+
+    full = OnnxGenerator(path, signature, threads=None)
+    reference = one_at_a_time(full, faces)
+    measured = {}
+    for size in reduced_size_candidates(signature.size):
+        grey = signature.to_model_input(np.full((1, size, size, 3), 128, dtype=np.uint8))
+        try:
+            output = full.runner.run(grey)
+        except Exception:  # a fixed input shape: ONNX Runtime refuses the dimensions
+            continue
+        if output.shape != grey.shape or not np.isfinite(output).all():
+            continue
+        small = dataclasses.replace(signature, reduced_sizes=(size,))
+        toons = one_at_a_time(OnnxGenerator(path, small, threads=None), resize_batch(faces, size))
+        measured[size] = lowest_psnr(reference, resize_batch(toons, signature.size))
+    return measured
 
 
 def import_generator(
@@ -191,11 +237,15 @@ def import_generator(
     digest = sha256_of(path)
     existing = _latest_with(name, digest)
     stored = existing.info.metadata if existing is not None else {}
-    same_signature = all(stored.get(k) == v for k, v in signature.to_metadata().items())
-    if existing is not None and same_signature and "int8_psnr_db" in stored:
+    declared = signature.to_metadata()
+    del declared["reduced_sizes"]  # measured below, not declared
+    same_signature = all(stored.get(k) == v for k, v in declared.items())
+    if existing is not None and same_signature and "reduced_psnr_db" in stored:
         return existing  # the same file, already imported: keep the store free of duplicates
     staging = Path(tempfile.mkdtemp(prefix="toonify-import-"))
     faces = held_out_faces(signature.size)
+    reduced = measure_reduced_sizes(path, signature, faces)
+    signature = dataclasses.replace(signature, reduced_sizes=tuple(sorted(reduced, reverse=True)))
     ir = export_openvino_ir(path, staging)
     bf16 = OnnxGenerator(ir, signature, backend="openvino", precision="bf16") if ir else None
     bf16_psnr = reduced_precision_psnr(path, signature, bf16, faces) if bf16 else None
@@ -220,6 +270,9 @@ def import_generator(
         "bf16_psnr_db": bf16_psnr,
         "int8_psnr_db": int8_psnr,
         "fp16_psnr_db": fp16_psnr,
+        # Each reduced size the model runs at: a toon made there and scaled up, against one
+        # made at full size (lowest PSNR over the same faces).
+        "reduced_psnr_db": {str(size): psnr for size, psnr in reduced.items()},
         **(extra_metadata or {}),
     }
     with bentoml.models.create(

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import bentoml
 
-from toonify.generator import GeneratorSignature, OnnxGenerator, pick_providers
+from toonify.generator import OnnxGenerator, pick_providers
+from toonify.signature import GeneratorSignature
 
 MODEL_FILE = "model.onnx"
 OPENVINO_IR = "openvino/model.xml"  # the same model for OpenVINO, weights stored in fp16

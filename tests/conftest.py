@@ -82,7 +82,7 @@ def default_models():
 def learned_models(default_models):
     """AnimeGANv3 and SCRFD-2.5G from ../shared/models, imported as the README says."""
     from model_store.build import import_detector, import_generator
-    from toonify.generator import GeneratorSignature
+    from toonify.signature import GeneratorSignature
 
     generator = import_generator(
         asset("animeganv3_tiny_cute.onnx"), "animeganv3",

@@ -7,7 +7,8 @@ import onnx
 import pytest
 
 from model_store.toon_filter import build_toon_filter
-from toonify.generator import GeneratorSignature, OnnxGenerator, pick_providers
+from toonify.generator import OnnxGenerator, pick_providers
+from toonify.signature import GeneratorSignature
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,35 @@ def test_crops_of_another_size_are_resized_both_ways(toon_filter_path, astronaut
     generator = OnnxGenerator(toon_filter_path, GeneratorSignature(size=256), threads=1)
     crops = np.stack([np.asarray(astronaut)] * 2)
     assert generator(crops).shape == (2, 512, 512, 3)
+
+
+def test_crops_of_a_reduced_size_run_at_that_size(toon_filter_path, astronaut):
+    """A model that declares a reduced size runs crops of that size as they are (what the
+    degrade ladder's reduced level relies on); one that does not resizes them to its own."""
+    crop = np.asarray(astronaut.resize((256, 256)))[None]
+    scalable = OnnxGenerator(toon_filter_path, GeneratorSignature(reduced_sizes=(256,)), threads=1)
+    fixed = OnnxGenerator(toon_filter_path, GeneratorSignature(), threads=1)
+    assert (scalable.run_size(256, 256), fixed.run_size(256, 256)) == (256, 512)
+    assert scalable.run_size(200, 200) == 512
+    native = scalable.signature.from_model_output(
+        scalable.runner.run(scalable.signature.to_model_input(crop))
+    )
+    np.testing.assert_array_equal(scalable(crop), native)
+    resized = fixed(crop)
+    assert resized.shape == native.shape
+    assert np.abs(resized.astype(int) - native).mean() > 2  # made at 512, then scaled down
+
+
+def test_reduced_sizes_are_checked_and_stored(toon_filter_path):
+    signature = GeneratorSignature(reduced_sizes=(384, 256))
+    assert signature.sizes == (512, 384, 256)
+    assert GeneratorSignature.from_metadata(signature.to_metadata()) == signature
+    legacy = GeneratorSignature().to_metadata()
+    del legacy["reduced_sizes"]  # stored before reduced sizes were measured
+    assert GeneratorSignature.from_metadata(legacy).reduced_sizes == ()
+    for bad in [(512,), (1024,), (8,)]:
+        with pytest.raises(ValueError, match="reduced sizes"):
+            GeneratorSignature(reduced_sizes=bad)
 
 
 def test_generator_refuses_wrong_input(toon_filter_path):

@@ -23,7 +23,7 @@ from model_store.build import (
     sha256_of,
 )
 from preprocess import create_detector
-from toonify.generator import GeneratorSignature
+from toonify.signature import GeneratorSignature
 
 from .conftest import ROOT, asset
 
@@ -146,13 +146,14 @@ def test_build_twin_labels_it_everywhere(tmp_path):
     assert (Path(model.path) / "cost_twin.weights").is_file()  # weights stay external
 
 
-def small_generator(path: Path, outlier: float = 1.0) -> Path:
+def small_generator(path: Path, outlier: float = 1.0, fixed_size: int | None = None) -> Path:
     """A small convolutional image-to-image model (conv, ReLU, conv, tanh) with seeded weights.
 
     ``outlier`` > 1 damages it for int8 only: the first conv's channel 0 is multiplied by it and
     the second conv's input channel 0 divided by it, which leaves fp32 unchanged (ReLU commutes
     with a positive scale) but gives the hidden activation one channel ``outlier`` times wider
-    than the rest, which one int8 scale per tensor cannot hold.
+    than the rest, which one int8 scale per tensor cannot hold. ``fixed_size`` fixes its input
+    and output size, as some exports do.
     """
     rng = np.random.default_rng(0)
     first = rng.normal(0, 0.3, (16, 3, 3, 3)).astype(np.float32)
@@ -166,7 +167,7 @@ def small_generator(path: Path, outlier: float = 1.0) -> Path:
         helper.make_node("Conv", ["r", "w2"], ["c"], pads=[1, 1, 1, 1]),
         helper.make_node("Tanh", ["c"], ["y"]),
     ]
-    image = ["N", 3, "H", "W"]
+    image = ["N", 3, fixed_size or "H", fixed_size or "W"]
     graph = helper.make_graph(
         nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)], weights,
@@ -175,6 +176,23 @@ def small_generator(path: Path, outlier: float = 1.0) -> Path:
     model.ir_version = 9
     onnx.save(model, path)
     return path
+
+
+def test_import_measures_the_smaller_sizes_a_model_runs_at(default_models, tmp_path):
+    """Fully convolutional models run at 3/4, 1/2 and 1/4 of their size, each with the quality
+    of a toon made there against one made at full size; a fixed-size export runs at none, so the
+    service has no reduced level for it."""
+    meta = default_models["toon-filter"].info.metadata
+    assert meta["reduced_sizes"] == [384, 256, 128]
+    quality = meta["reduced_psnr_db"]
+    assert 10 < quality["128"] < quality["256"] < quality["384"] < 60  # less detail when smaller
+    loose = import_generator(small_generator(tmp_path / "loose.onnx"), "small-loose",
+                             GeneratorSignature(size=256), "test")  # fmt: skip
+    assert loose.info.metadata["reduced_sizes"] == [192, 128, 64]
+    fixed = import_generator(small_generator(tmp_path / "fixed.onnx", fixed_size=256),
+                             "small-fixed", GeneratorSignature(size=256), "test")  # fmt: skip
+    assert fixed.info.metadata["reduced_sizes"] == []
+    assert fixed.info.metadata["reduced_psnr_db"] == {}
 
 
 def test_int8_is_measured_at_import_and_refused_when_it_would_show(tmp_path):

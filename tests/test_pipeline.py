@@ -13,6 +13,7 @@ from PIL import Image
 
 from preprocess import NoFaceFound
 from preprocess.pipeline import prepare_photo, select_faces
+from toonify.levels import Level
 from toonify.photos import PhotoPipeline
 from toonify.schema import ToonifyOptions, Toons
 from toonify.settings import Settings
@@ -21,6 +22,20 @@ from toonify.settings import Settings
 def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def toons_of(pixels: np.ndarray) -> Toons:
+    """What the generator would answer for these crops, made at their size."""
+    return Toons(
+        pixels=pixels, queued_s=0.0, generate_s=0.0, batch_size=len(pixels),
+        generated_size=pixels.shape[1],
+    )  # fmt: skip
+
+
+def jpeg_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -49,7 +64,7 @@ def test_the_photo_is_decoded_once_and_kept_for_paste_back(detectors, t1_photo):
     job = pipeline.prepare(png_bytes(t1_photo), ToonifyOptions(paste_back=True, format="png"))
     assert job.prepared.size == t1_photo.size and job.answer_size == t1_photo.size
     black = np.zeros_like(job.crops)
-    toons = Toons(pixels=black, queued_s=0.0, generate_s=0.0, batch_size=len(black))
+    toons = toons_of(black)
     result = pipeline.finish(job, toons, ToonifyOptions(paste_back=True, format="png"))
     pasted = np.asarray(Image.open(io.BytesIO(result.image)))
     assert pasted.shape == np.asarray(t1_photo).shape
@@ -60,6 +75,46 @@ def test_the_photo_is_decoded_once_and_kept_for_paste_back(detectors, t1_photo):
         "decode", "orient", "detect", "align", "generator_queue", "generate", "paste_back",
         "encode",
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "options",
+    [ToonifyOptions(all_faces=True, return_aligned=True), ToonifyOptions(paste_back=True)],
+    ids=["face sheet", "paste_back"],
+)
+def test_the_reduced_level_generates_smaller_and_answers_at_full_size(
+    detectors, t1_photo, options
+):
+    pipeline = PhotoPipeline(detectors("mtcnn"), Settings())
+    data = png_bytes(t1_photo)
+    full = pipeline.prepare(data, options)
+    reduced = pipeline.prepare(data, options, Level.reduced)
+    assert full.crops.shape[1:3] == (512, 512) and reduced.crops.shape[1:3] == (256, 256)
+    assert len(reduced.crops) == len(full.crops) >= 5  # the same faces
+    for a, b in zip(full.prepared.aligned, reduced.prepared.aligned, strict=True):
+        np.testing.assert_allclose(a.quad, b.quad)  # a PNG: the same pixels, the same quads
+    assert reduced.answer_size == full.answer_size
+    result = pipeline.finish(reduced, toons_of(reduced.crops), options)
+    assert Image.open(io.BytesIO(result.image)).size == full.answer_size
+    assert result.level is Level.reduced and result.generated_size == 256
+    again = pipeline.finish(full, toons_of(full.crops), options)
+    assert again.level is Level.full and again.generated_size == 512
+
+
+def test_the_reduced_level_decodes_a_jpeg_at_a_smaller_draft(detectors, astronaut):
+    """A 3200 px JPEG: the full level decodes it at 1600 (its draft), the reduced at 800, and
+    both find the face at the same place to within a pixel of the photo's own size."""
+    pipeline = PhotoPipeline(detectors("mtcnn"), Settings())
+    data = jpeg_bytes(astronaut.resize((3200, 3200), Image.Resampling.BICUBIC))
+    full = pipeline.prepare(data, ToonifyOptions())
+    reduced = pipeline.prepare(data, ToonifyOptions(), Level.reduced)
+    assert full.prepared.stored.size == (1600, 1600) and reduced.prepared.stored.size == (800, 800)
+    eyes_full = full.prepared.faces[0].landmarks[:2] * 2  # both in 3200 px photo coordinates
+    eyes_reduced = reduced.prepared.faces[0].landmarks[:2] * 4
+    assert np.abs(eyes_full - eyes_reduced).max() < 3200 / 100
+    # A pasted answer is the photo itself: decoded at its full size at every level.
+    pasted = pipeline.prepare(data, ToonifyOptions(paste_back=True), Level.reduced)
+    assert pasted.prepared.stored.size == (3200, 3200) and pasted.answer_size == (3200, 3200)
 
 
 def test_services_called_directly(default_models, astronaut):
@@ -76,6 +131,7 @@ def test_services_called_directly(default_models, astronaut):
     result = toonify(png_bytes(astronaut), format="png", return_aligned=True)
     assert result.num_faces == 1 and result.image_type == "image/png"
     assert Image.open(io.BytesIO(result.image)).size == (512, 1024)
+    assert result.level is Level.full and result.generated_size == 512
     not_an_image = toonify(b"not an image")
     assert not_an_image.status_code == 400 and b"not_an_image" in not_an_image.body
     grey = toonify(png_bytes(Image.new("RGB", (200, 200), "grey")))

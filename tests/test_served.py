@@ -234,7 +234,7 @@ def fixed_batch_generator(path: Path) -> Path:
 
 def test_our_own_bug_is_a_500_not_a_retry(serve, default_models, tmp_path):
     from model_store.build import import_generator
-    from toonify.generator import GeneratorSignature
+    from toonify.signature import GeneratorSignature
 
     import_generator(
         fixed_batch_generator(tmp_path / "m.onnx"), "one-at-a-time", GeneratorSignature(), "test"
@@ -374,3 +374,134 @@ def test_overload_is_refused_fast_and_the_service_recovers(serve, default_models
     metrics = scrape(server.url)
     assert metrics['toonify_images_total{outcome="rejected"}'] == len(refused)
     assert post(0)[0] == 200  # load gone, service fine
+
+
+# --- the degrade ladder ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def phone_photo(astronaut) -> bytes:
+    """A 12 MP phone JPEG: pasted back at full size, each takes seconds with others in flight."""
+    from loadtest.photos import phone_jpeg
+
+    return phone_jpeg(astronaut)
+
+
+def staggered(url: str, data: bytes, count: int, gap_s: float = 0.15) -> list[httpx.Response]:
+    """``count`` paste_back uploads, one every ``gap_s`` (so they arrive in order, all before the
+    first is answered), answered in sending order."""
+
+    def post(index: int) -> httpx.Response:
+        time.sleep(index * gap_s)
+        return httpx.post(f"{url}/toonify?paste_back=true", content=data, timeout=120)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(post, range(count)))
+
+
+def level_of(response: httpx.Response) -> str:
+    return response.headers.get("x-service-level") if response.status_code == 200 else "refused"
+
+
+def test_a_saturated_instance_serves_reduced_images_before_it_refuses(
+    serve, default_models, phone_photo
+):
+    """Past its bound (2 in flight) the instance serves at the reduced level, up to 4 in flight,
+    and refuses only beyond; with TOONIFY_DEGRADE=off it refuses past 2. A reduced answer is the
+    full-size photo with faces generated at 256."""
+    ladder = serve(max_in_flight=2, degraded_max_in_flight=4, retry_after_s=3)
+    answers = staggered(ladder.url, phone_photo, 7)
+    levels = [level_of(r) for r in answers]
+    assert levels[:4] == ["full", "full", "reduced", "reduced"], levels
+    assert "refused" in levels[4:], levels
+    upright = (4032, 3024)
+    for response in answers:
+        if response.status_code == 200:
+            assert Image.open(io.BytesIO(response.content)).size == upright  # full size
+            generated = {"full": "512", "reduced": "256"}[level_of(response)]
+            assert response.headers["x-generated-size"] == generated
+        else:
+            assert response.status_code == 503 and response.headers["retry-after"] == "3"
+            assert response.json()["error"] == "overloaded"
+    metrics = scrape(ladder.url)
+    for level in ("full", "reduced"):
+        assert metrics[f'toonify_answered_images_total{{level="{level}"}}'] == levels.count(level)
+
+    off = serve(max_in_flight=2, degraded_max_in_flight=4, retry_after_s=3, degrade="off")
+    levels_off = [level_of(r) for r in staggered(off.url, phone_photo, 5)]
+    assert levels_off[:2] == ["full", "full"] and levels_off[2:4] == ["refused"] * 2, levels_off
+    assert scrape(off.url)['toonify_answered_images_total{level="reduced"}'] == 0
+
+
+@pytest.fixture(scope="module")
+def reduced_server(serve, default_models):
+    """Every request is admitted past the full level's bound: each is served reduced."""
+    return serve(max_in_flight=0, degraded_max_in_flight=2, max_receiving=4)
+
+
+def reduced_in_process(data: bytes) -> bytes:
+    """The reduced level's PNG answer for a photo, made here by the same parts the service
+    runs (the stored detector and generator, the preprocessing worker's pipeline)."""
+    from model_store import detector_spec, load_generator
+    from preprocess import create_detector
+    from toonify.levels import Level
+    from toonify.photos import PhotoPipeline
+    from toonify.schema import ToonifyOptions, Toons
+    from toonify.settings import Settings
+
+    detector = create_detector(detector_spec(bentoml.models.get("mtcnn:latest")))
+    generator = load_generator(bentoml.models.get("toon-filter:latest"))
+    pipeline = PhotoPipeline(detector, Settings())
+    options = ToonifyOptions(format="png")
+    job = pipeline.prepare(data, options, Level.reduced)
+    toons = Toons(pixels=generator(job.crops), queued_s=0, generate_s=0, batch_size=1,
+                  generated_size=job.crops.shape[1])  # fmt: skip
+    return pipeline.finish(job, toons, options).image
+
+
+def test_the_reduced_level_answers_in_full_size_from_a_smaller_generation(
+    reduced_server, server, astronaut
+):
+    data = encoded(astronaut)
+    reduced = httpx.post(f"{reduced_server.url}/toonify?format=png", content=data, timeout=120)
+    full = httpx.post(f"{server.url}/toonify?format=png", content=data, timeout=120)
+    assert reduced.headers["x-service-level"] == "reduced"
+    assert full.headers["x-service-level"] == "full"
+    reduced_pixels = np.asarray(Image.open(io.BytesIO(reduced.content)), dtype=float)
+    full_pixels = np.asarray(Image.open(io.BytesIO(full.content)), dtype=float)
+    assert reduced_pixels.shape == full_pixels.shape == (512, 512, 3)
+    assert np.abs(reduced_pixels - full_pixels).mean() > 1  # not the full level's toon
+    # It is the pipeline's reduced level, in-process: aligned at 256, generated at 256 by the
+    # stored model, scaled up into the 512 answer.
+    expected = np.asarray(Image.open(io.BytesIO(reduced_in_process(data))), dtype=float)
+    assert np.abs(reduced_pixels - expected).mean() < 0.5
+    body = httpx.post(
+        f"{reduced_server.url}/toonify?response=json&return_aligned=true", content=data,
+        timeout=120,
+    ).json()  # fmt: skip
+    assert body["level"] == "reduced" and body["generated_size"] == 256
+    sheet = Image.open(io.BytesIO(base64.b64decode(body["image"])))
+    assert sheet.size == (512, 1024)
+    every = httpx.post(f"{reduced_server.url}/toonify?all_faces=true",
+                       content=insightface_image("t1.jpg").read_bytes(), timeout=120)  # fmt: skip
+    assert every.status_code == 200 and every.headers["x-generated-size"] == "256"
+    assert Image.open(io.BytesIO(every.content)).size == (
+        512 * int(every.headers["x-num-faces"]),
+        512,
+    )
+
+
+def test_a_generator_that_cannot_run_smaller_has_no_reduced_level(
+    serve, default_models, tmp_path, astronaut
+):
+    from model_store.build import import_generator
+    from toonify.signature import GeneratorSignature
+
+    fixed = import_generator(
+        fixed_batch_generator(tmp_path / "m.onnx"), "fixed-size", GeneratorSignature(), "test"
+    )
+    assert fixed.info.metadata["reduced_sizes"] == []
+    server = serve(generator_model="fixed-size:latest", backend="onnxruntime", max_in_flight=0,
+                   degraded_max_in_flight=2, max_receiving=4)  # fmt: skip
+    response = httpx.post(f"{server.url}/toonify", content=encoded(astronaut), timeout=120)
+    assert response.status_code == 503 and response.json()["error"] == "overloaded"

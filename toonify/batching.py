@@ -1,8 +1,9 @@
 """The generator's batcher: run at once when idle, batch whatever queued up while busy.
 
 A crop that arrives while the model is idle runs immediately; crops that arrive while it runs
-wait for that run and go together in the next one, up to ``max_batch`` crops. So batches grow
-with the load and a lone request never waits for company. (BentoML's adaptive batcher learns a
+wait for that run and go together in the next one, up to ``max_batch`` crops of one size (the
+full and the reduced service level send crops of two sizes). So batches grow with the load and a
+lone request never waits for company. (BentoML's adaptive batcher learns a
 cork delay from the queue waits of its last 50 batches: after an overload it held lone requests
 ~0.6 s for minutes. This one has no learned state.)
 
@@ -64,26 +65,35 @@ class Batcher:
         return await job.future
 
     def _next_batch(self) -> list[_Job]:
-        """Jobs in arrival order up to max_batch crops (one job even if it alone is larger);
-        jobs nobody waits for any more are dropped."""
+        """The oldest job and, in arrival order, the later ones whose crops have its size, up to
+        max_batch crops (one job even if it alone is larger); the others keep their places.
+        Jobs nobody waits for any more are dropped."""
         batch: list[_Job] = []
+        left: collections.deque[_Job] = collections.deque()
         crops = 0
         now = time.time()
         while self._queue:
-            job = self._queue[0]
+            job = self._queue.popleft()
             if job.future.done():  # its caller gave up
-                self._queue.popleft()
                 continue
             if job.deadline <= now:
-                self._queue.popleft()
                 job.future.set_exception(
                     Timeout("The request ran out of time waiting for the generator.")
                 )
                 continue
-            if batch and crops + len(job.crops) > self.max_batch:
-                break
-            batch.append(self._queue.popleft())
+            fits = not batch or (
+                job.crops.shape[1:] == batch[0].crops.shape[1:]
+                and crops + len(job.crops) <= self.max_batch
+            )
+            if not fits:
+                left.append(job)
+                if crops >= self.max_batch:
+                    break
+                continue
+            batch.append(job)
             crops += len(job.crops)
+        left.extend(self._queue)
+        self._queue = left
         return batch
 
     async def _drain(self) -> None:

@@ -2,9 +2,10 @@
 
 For ``POST /toonify``, in this order:
 
-1. **Admission, before the body.** Past ``max_in_flight`` requests being processed (or
-   ``max_receiving`` uploads being received) the answer is 503 ``overloaded`` with Retry-After,
-   and a Content-Length over the limit is 413, both before a byte of the upload is read.
+1. **Admission, before the body.** The degrade ladder (``levels.py``) gives each request its
+   level from the requests being processed: full, reduced past ``max_in_flight``, and past the
+   ladder's top (or ``max_receiving`` uploads being received) 503 ``overloaded`` with
+   Retry-After; a Content-Length over the limit is 413, both before a byte of the upload is read.
 2. **The body, bounded.** Uploads are read with a deadline for the whole body and one between
    chunks, and a byte limit; a slow client loses its receiving slot (408) and never holds a
    processing slot, so slow clients cannot starve the others.
@@ -13,7 +14,8 @@ For ``POST /toonify``, in this order:
    options, each once, small), options are validated by ``ToonifyOptions``, and the typed API
    gets one canonical multipart request whatever the client sent.
 4. **Billing.** Every request is metered from arrival to the end of its answer (Cloud Run bills
-   that time), and the meter accrues every second while the instance runs.
+   that time), and the meter accrues every second while the instance runs; answered images are
+   counted per level.
 
 For every request: errors leave in the documented JSON form (the router's 404 and 405, BentoML's
 own errors included), and request metrics are labelled by route template, so made-up paths share
@@ -53,6 +55,7 @@ from .errors import (
     outcome,
     status_of,
 )
+from .levels import Ladder, Level
 from .responses import server_timing
 from .schema import ToonifyOptions, describe_validation_error
 from .settings import Settings
@@ -70,6 +73,8 @@ MAX_FIELD_BYTES = 1024  # one option's value
 FORM_SLACK = 64 * 1024  # multipart framing and options on top of the photo's byte limit
 # When the current request's answer is due (unix time): set at arrival, read by the API.
 DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("toonify_deadline")
+# The level the current request was admitted at: set at admission, read by the API.
+LEVEL: contextvars.ContextVar[Level] = contextvars.ContextVar("toonify_level")
 
 
 class ClientGone(Exception):
@@ -92,9 +97,20 @@ class Answered:
 
 
 class Gateway:
-    def __init__(self, app, *, settings: Settings, api_path: str = "/toonify") -> None:
+    def __init__(
+        self,
+        app,
+        *,
+        settings: Settings,
+        ladder: Callable[[], Ladder] | None = None,
+        api_path: str = "/toonify",
+    ) -> None:
+        """``ladder`` makes the degrade ladder when the app starts in its worker (it reads the
+        generator's signature); without it the instance refuses past ``max_in_flight``."""
         self.app = app
         self.settings = settings
+        self.ladder = ladder() if ladder else Ladder.of(settings, generator_sizes=())
+        logger.info("admission: %s", self.ladder.describe())
         self.api_path = api_path
         self.upload_limit = settings.max_bytes + FORM_SLACK
         self.receiving = 0
@@ -134,7 +150,9 @@ class Gateway:
         self.bill(self.meter.started())
         try:
             upload = await self._admit_and_read(scope, receive)
-            self._check_capacity()  # again: slots may have filled while the upload arrived
+            # The level now: slots may have filled while the upload arrived.
+            level = self.ladder.level_for(self.processing)
+            LEVEL.set(level)
             options = self._options(upload.fields)
             del options  # validated here for a clear 400; the typed API validates them again
             body, content_type = canonical_form(upload)
@@ -158,18 +176,13 @@ class Gateway:
         finally:
             ok = answered.status < 400
             self.bill(self.meter.finished(), images=1 if ok else 0)
+            if ok:
+                metrics.answered_images.labels(LEVEL.get()).inc()
             if answered.code != "client_gone":
                 metrics.images.labels(outcome(answered.status, answered.code)).inc()
 
-    def _check_capacity(self) -> None:
-        if self.processing >= self.settings.max_in_flight:
-            raise Overloaded(
-                f"The service is at capacity; retry in {self.settings.retry_after_s} s.",
-                retry_after=self.settings.retry_after_s,
-            )
-
     async def _admit_and_read(self, scope: Scope, receive: Receive) -> Upload:
-        self._check_capacity()
+        self.ladder.level_for(self.processing)  # refused before the body past the ladder's top
         if self.receiving >= self.settings.max_receiving:
             raise Overloaded(
                 f"Too many uploads are arriving at once; retry in {self.settings.retry_after_s} s.",
@@ -369,6 +382,11 @@ def forwarded_scope(scope: Scope, content_type: str, length: int) -> Scope:
 def request_deadline(settings: Settings) -> float:
     """When the current request's answer is due (unix time), as the gateway set it at arrival."""
     return DEADLINE.get(None) or time.time() + settings.request_timeout_s
+
+
+def request_level() -> Level:
+    """The level the gateway admitted the current request at (full for calls it never saw)."""
+    return LEVEL.get(Level.full)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

@@ -10,71 +10,17 @@ import hashlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from .signature import GeneratorSignature
+
 logger = logging.getLogger(__name__)
 
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-@dataclass(frozen=True)
-class GeneratorSignature:
-    """How a generator wants its input; stored in the model's metadata."""
-
-    layout: str = "NCHW"  # or "NHWC"
-    value_range: tuple[float, float] = (-1.0, 1.0)
-    size: int = 512
-    channel_order: str = "RGB"  # or "BGR"
-
-    def __post_init__(self) -> None:
-        if self.layout not in ("NCHW", "NHWC"):
-            raise ValueError(f"layout must be NCHW or NHWC, not {self.layout!r}")
-        if self.channel_order not in ("RGB", "BGR"):
-            raise ValueError(f"channel order must be RGB or BGR, not {self.channel_order!r}")
-        low, high = self.value_range
-        if not high > low:
-            raise ValueError(f"value range {self.value_range} is empty")
-        if self.size < 16:
-            raise ValueError(f"size {self.size} is too small")
-
-    def to_metadata(self) -> dict:
-        data = asdict(self)
-        data["value_range"] = list(self.value_range)
-        return data
-
-    @classmethod
-    def from_metadata(cls, data: dict) -> GeneratorSignature:
-        return cls(
-            layout=data["layout"],
-            value_range=tuple(float(v) for v in data["value_range"]),
-            size=int(data["size"]),
-            channel_order=data["channel_order"],
-        )
-
-    def to_model_input(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 NHWC RGB crops of this size -> float32 tensor in the model's convention."""
-        low, high = self.value_range
-        tensor = crops.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
-        if self.channel_order == "BGR":
-            tensor = tensor[..., ::-1]
-        if self.layout == "NCHW":
-            tensor = tensor.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(tensor)
-
-    def from_model_output(self, tensor: np.ndarray) -> np.ndarray:
-        """The model's output tensor -> uint8 NHWC RGB."""
-        if self.layout == "NCHW":
-            tensor = tensor.transpose(0, 2, 3, 1)
-        if self.channel_order == "BGR":
-            tensor = tensor[..., ::-1]
-        low, high = self.value_range
-        scaled = (tensor.astype(np.float32) - np.float32(low)) * np.float32(255.0 / (high - low))
-        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def provider_options(providers: list[str], fp16: bool, cache_dir: Path | None) -> list:
@@ -245,13 +191,16 @@ class OnnxGenerator:
         return self.runner.devices
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB crops -> (N, H, W, 3) uint8 RGB toons (resized if needed)."""
+        """(N, H, W, 3) uint8 RGB crops -> (N, H, W, 3) uint8 RGB toons.
+
+        Crops of a size the model runs at (its own or a reduced one) run as they are; others are
+        resized to the model's size and the toons back to theirs.
+        """
         if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
             raise ValueError(f"expected (N, H, W, 3) uint8 crops, got {crops.shape} {crops.dtype}")
         height, width = crops.shape[1:3]
-        size = self.signature.size
-        if (height, width) != (size, size):
-            crops = resize_batch(crops, size)
+        if (height, width) != (self.run_size(height, width),) * 2:
+            crops = resize_batch(crops, self.signature.size)
         tensor = self.signature.to_model_input(crops)
         step = self.max_batch or len(tensor)
         outputs = [self.runner.run(tensor[i : i + step]) for i in range(0, len(tensor), step)]
@@ -260,11 +209,16 @@ class OnnxGenerator:
             toons = resize_batch(toons, height, width)
         return toons
 
+    def run_size(self, height: int, width: int) -> int:
+        """The side the model runs crops of this size at."""
+        return height if height == width and height in self.signature.sizes else self.signature.size
+
     def warm_up(self) -> float:
-        """One run on a grey crop, so the first user does not pay for lazy initialisation."""
+        """One run on a grey crop at each size the model runs at, so no user pays for lazy
+        initialisation (a runtime prepares each new input shape on its first run)."""
         started = time.perf_counter()
-        size = self.signature.size
-        self(np.full((1, size, size, 3), 128, dtype=np.uint8))
+        for size in self.signature.sizes:
+            self(np.full((1, size, size, 3), 128, dtype=np.uint8))
         return time.perf_counter() - started
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .levels import Level
+
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STAGES = (
     "decode", "orient", "detect", "align", "generator_queue", "generate", "paste_back", "encode",
@@ -30,6 +32,11 @@ generator_batch_size = Histogram(
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
 )
 images = Counter("toonify_images", "Uploaded photos by outcome.", ["outcome"])
+answered_images = Counter(
+    "toonify_answered_images",
+    "Photos answered with an image, by the degrade ladder's level that served them.",
+    ["level"],
+)
 http_requests = Counter(
     "toonify_http_requests",
     "HTTP requests to the entry service by route template (unknown paths: unmatched) and status.",
@@ -73,6 +80,8 @@ for outcome in OUTCOMES:  # export zeros so rates exist before the first failure
     images.labels(outcome)
 for stage in STAGES:
     stage_seconds.labels(stage)
+for level in Level:
+    answered_images.labels(level)
 
 
 def observe_photo(timings: dict[str, float], faces_answered: int) -> None:

@@ -1,7 +1,8 @@
 """The preprocessing worker's part of a request: two calls on either side of the generator.
 
 ``prepare`` decodes the photo once (at the resolution the answer needs), orients it, finds and
-aligns the faces, and checks the answer's size before anything is generated. ``finish`` pastes
+aligns the faces at the size of the request's level, and checks the answer's size before anything
+is generated. ``finish`` pastes
 the toons back into that same decoded photo, or lays them out side by side, and encodes it.
 """
 
@@ -16,6 +17,7 @@ from preprocess import DecodeSettings, FaceDetector
 from preprocess.pipeline import PreparedPhoto, prepare_photo
 
 from .answer import answer_size, encode_image, face_sheet, paste_answer
+from .levels import Level, level_settings
 from .schema import FaceInfo, ToonifiedPhoto, ToonifyOptions, Toons
 from .settings import Settings
 
@@ -26,6 +28,7 @@ FULL_RESOLUTION = 1 << 30
 class PhotoJob:
     prepared: PreparedPhoto
     answer_size: tuple[int, int]
+    level: Level
 
     @property
     def crops(self) -> np.ndarray:
@@ -38,12 +41,13 @@ class PhotoPipeline:
         self.detector = detector
         self.settings = settings
 
-    def prepare(self, data: bytes, options: ToonifyOptions) -> PhotoJob:
+    def prepare(self, data: bytes, options: ToonifyOptions, level: Level = Level.full) -> PhotoJob:
         settings = self.settings
+        at_level = level_settings(settings, level)
         if options.paste_back:  # the answer is the photo itself: decode what it needs
             draft = max(options.size or FULL_RESOLUTION, settings.draft_long_side)
         else:
-            draft = settings.draft_long_side
+            draft = at_level.draft_long_side
         prepared = prepare_photo(
             data,
             self.detector,
@@ -51,14 +55,15 @@ class PhotoPipeline:
             face_index=options.face_index,
             all_faces=options.all_faces or options.paste_back,
             max_faces=settings.max_faces,
-            crop_size=settings.crop_size,
-            supersample=settings.supersample,
+            crop_size=at_level.crop_size,
+            supersample=at_level.supersample,
         )
+        # The answer's size is the full level's at every level.
         size = answer_size(
             options, len(prepared.faces), prepared.size, settings.crop_size,
             settings.max_output_pixels,
         )  # fmt: skip
-        return PhotoJob(prepared, size)
+        return PhotoJob(prepared, size, level)
 
     def finish(self, job: PhotoJob, toons: Toons, options: ToonifyOptions) -> ToonifiedPhoto:
         timings = {
@@ -80,6 +85,8 @@ class PhotoPipeline:
         return ToonifiedPhoto(
             image=body,
             image_type=options.format.media_type,
+            level=job.level,
+            generated_size=toons.generated_size,
             num_faces=job.prepared.num_faces,
             faces=[FaceInfo(**face.to_dict()) for face in job.prepared.faces],
             timings=timings,

@@ -15,11 +15,17 @@ def server_timing(timings: dict[str, float]) -> str:
 
 
 def answer_response(result: ToonifiedPhoto, options: ToonifyOptions) -> Response:
-    headers = {"Server-Timing": server_timing(result.timings)}
+    headers = {
+        "Server-Timing": server_timing(result.timings),
+        "X-Service-Level": result.level.value,
+        "X-Generated-Size": str(result.generated_size),
+    }
     if options.response is ResponseKind.json:
         body = ToonifyJSON(
             num_faces=result.num_faces,
             faces=result.faces,
+            level=result.level,
+            generated_size=result.generated_size,
             timings_ms={stage: round(s * 1000, 1) for stage, s in result.timings.items()},
             media_type=result.image_type,
             image=base64.b64encode(result.image).decode("ascii"),

@@ -23,6 +23,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from .levels import Level
+
 
 class OutputFormat(StrEnum):
     jpeg = "jpeg"
@@ -131,6 +133,7 @@ class Toons(BaseModel):
     queued_s: float  # waiting for the batch before this one to finish
     generate_s: float  # this photo's share of its batch
     batch_size: int
+    generated_size: int  # the side the model ran the crops at
 
 
 class FaceInfo(BaseModel):
@@ -144,6 +147,8 @@ class ToonifiedPhoto(BaseModel):
 
     image: bytes
     image_type: str  # a media type; not "media_type", which BentoML's IO models reserve
+    level: Level = Field(description="the degrade ladder's level that served it")
+    generated_size: int = Field(description="side of the face images the generator made")
     num_faces: int = Field(description="faces found in the photo, before selection")
     faces: list[FaceInfo] = Field(description="the faces in the answer, left to right")
     timings: dict[str, float] = Field(description="seconds per stage")
@@ -154,6 +159,11 @@ class ToonifyJSON(BaseModel):
 
     num_faces: int
     faces: list[FaceInfo]
+    level: Level = Field(
+        description="full, or reduced: the service was saturated and generated the faces at "
+        "generated_size, then scaled them to the answer's size"
+    )
+    generated_size: int
     timings_ms: dict[str, float]
     media_type: str
     image: str = Field(description="the answer image, base64")

@@ -44,6 +44,12 @@ class Settings:
     # Overload: past this many requests being processed, new ones are refused at once (503,
     # Retry-After) before their upload is read, instead of queueing until they time out.
     max_in_flight: int = 16
+    # The degrade ladder (toonify/levels.py): past max_in_flight, requests are served at the
+    # reduced level (faces generated at degraded_size and scaled up) up to degraded_max_in_flight
+    # in flight, and refused only beyond that. "off": refuse at max_in_flight.
+    degrade: str = "on"
+    degraded_size: int = 0  # 0: half of crop_size
+    degraded_max_in_flight: int = 0  # 0: twice max_in_flight
     # Uploads being received hold no processing slot; they have their own bound (0: four times
     # max_in_flight) and deadlines, so slow clients are cut off before they can starve the rest.
     max_receiving: int = 0
@@ -72,12 +78,27 @@ class Settings:
                 raise ValueError(
                     f"TOONIFY_{field.name.upper()}={raw!r} is not a valid {kind.__name__}"
                 ) from None
-        settings = cls(**values)
-        if settings.max_batch_size < 1:
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        # Settings left at 0 follow from others.
+        derived = {
+            "max_receiving": self.max_receiving or 4 * self.max_in_flight,
+            "degraded_size": self.degraded_size or self.crop_size // 2,
+            "degraded_max_in_flight": self.degraded_max_in_flight or 2 * self.max_in_flight,
+        }
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+        if self.max_batch_size < 1:
             raise ValueError("TOONIFY_MAX_BATCH_SIZE must be at least 1")
-        if settings.max_receiving == 0:
-            settings = dataclasses.replace(settings, max_receiving=4 * settings.max_in_flight)
-        return settings
+        if self.degrade not in ("on", "off"):
+            raise ValueError(f"TOONIFY_DEGRADE must be on or off, not {self.degrade!r}")
+        if not 16 <= self.degraded_size < self.crop_size:
+            raise ValueError("TOONIFY_DEGRADED_SIZE must lie between 16 and TOONIFY_CROP_SIZE")
+        if self.degraded_max_in_flight < self.max_in_flight:
+            raise ValueError(
+                "TOONIFY_DEGRADED_MAX_IN_FLIGHT must be at least TOONIFY_MAX_IN_FLIGHT"
+            )
 
 
 SETTINGS = Settings.from_env()

@@ -1,0 +1,103 @@
+"""The generator's batcher: batches of one crop size, in arrival order, expired work dropped."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from toonify.batching import Batcher
+from toonify.errors import Timeout
+
+
+def crops(count: int, side: int, value: int) -> np.ndarray:
+    return np.full((count, side, side, 3), value, dtype=np.uint8)
+
+
+class Recorder:
+    """A model that inverts its crops and records each batch; the first batch waits until
+    ``release`` is set, so the jobs sent meanwhile queue behind it."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list[int]]] = []  # (side, first value of each crop)
+        self.release = threading.Event()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if not self.batches:
+            self.release.wait(10)
+        self.batches.append((batch.shape[1], [int(crop[0, 0, 0]) for crop in batch]))
+        return 255 - batch
+
+
+async def send_all(batcher: Batcher, model: Recorder, jobs: list[np.ndarray], deadline: float):
+    first = asyncio.create_task(batcher(jobs[0], deadline))
+    await asyncio.sleep(0.05)  # the first batch is running: the rest queue behind it
+    rest = [asyncio.create_task(batcher(job, deadline)) for job in jobs[1:]]
+    await asyncio.sleep(0.05)
+    model.release.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+def test_crops_of_two_sizes_go_in_batches_of_one_size_in_arrival_order():
+    model = Recorder()
+    batcher = Batcher(model, max_batch=8)
+    jobs = [crops(1, 512, 1), crops(1, 256, 2), crops(2, 512, 3), crops(1, 256, 4),
+            crops(1, 512, 5), crops(3, 256, 6)]  # fmt: skip
+    results = asyncio.run(send_all(batcher, model, jobs, time.time() + 60))
+    # The first runs alone; then the oldest waiting job's size, with every later job of its
+    # size; then the other size.
+    assert model.batches == [(512, [1]), (256, [2, 4, 6, 6, 6]), (512, [3, 3, 5])]
+    for job, (pixels, run) in zip(jobs, results, strict=True):
+        np.testing.assert_array_equal(pixels, 255 - job)  # each caller gets its own crops back
+        assert run.batch_size == {1: 1, 2: 5, 4: 5, 6: 5, 3: 3, 5: 3}[int(job[0, 0, 0, 0])]
+
+
+def test_a_batch_holds_at_most_max_batch_crops_and_the_other_size_keeps_its_place():
+    model = Recorder()
+    batcher = Batcher(model, max_batch=2)
+    jobs = [crops(1, 64, 1), crops(1, 64, 2), crops(1, 32, 3), crops(1, 64, 4), crops(1, 64, 5)]
+    asyncio.run(send_all(batcher, model, jobs, time.time() + 60))
+    assert model.batches == [(64, [1]), (64, [2, 4]), (32, [3]), (64, [5])]
+
+
+def test_expired_work_is_dropped_not_run():
+    model = Recorder()
+    batcher = Batcher(model, max_batch=8)
+
+    async def scenario():
+        first = asyncio.create_task(batcher(crops(1, 32, 1), time.time() + 60))
+        await asyncio.sleep(0.05)
+        expired = asyncio.create_task(batcher(crops(1, 32, 2), time.time() + 0.01))
+        alive = asyncio.create_task(batcher(crops(1, 32, 3), time.time() + 60))
+        await asyncio.sleep(0.1)
+        model.release.set()
+        return await asyncio.gather(first, expired, alive, return_exceptions=True)
+
+    _, expired, _ = asyncio.run(scenario())
+    assert isinstance(expired, Timeout)
+    assert model.batches == [(32, [1]), (32, [3])]
+
+
+def test_a_failing_batch_fails_only_its_callers():
+    calls = []
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape[1])
+        if batch.shape[1] == 32:
+            raise RuntimeError("the model broke")
+        return batch
+
+    batcher = Batcher(model, max_batch=8)
+
+    async def scenario():
+        return await asyncio.gather(
+            batcher(crops(1, 32, 1), time.time() + 60),
+            batcher(crops(1, 64, 1), time.time() + 60),
+            return_exceptions=True,
+        )
+
+    broken, fine = asyncio.run(scenario())
+    assert isinstance(broken, RuntimeError) and fine[0].shape == (1, 64, 64, 3)
+    assert sorted(calls) == [32, 64]
