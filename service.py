@@ -94,7 +94,8 @@ class Generator:
             min_psnr_db=SETTINGS.min_psnr_db,
             cache_dir=SETTINGS.cache_dir or Path(tempfile.gettempdir()) / "toonify-cache",
         )
-        warm_up = self.generator.warm_up()  # before /readyz says yes
+        # Before /readyz says yes, at the sizes both levels of the ladder send.
+        warm_up = self.generator.warm_up((SETTINGS.crop_size, SETTINGS.degraded_size))
         logger.info(
             "generator %s on %s: loaded in %.2f s, warm-up %.2f s",
             self.model.tag, self.generator.providers, self.generator.load_seconds, warm_up,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -74,18 +75,21 @@ class MetricsSampler(threading.Thread):
                 values["ok"] += float(line.rsplit(" ", 1)[1])
             elif line.startswith("toonify_cost_per_1000_images_usd"):
                 values["gauge"] = float(line.rsplit(" ", 1)[1])
-        values["rss_mb"] = self.server_rss_mb()
+        values["rss_mb"], values["cpu_s"] = self.server_usage()
         self.samples.append(values)
 
-    def server_rss_mb(self) -> float | None:
+    def server_usage(self) -> tuple[float | None, float | None]:
+        """The server's memory (RSS, MB) and CPU seconds so far, all its processes."""
         if self.server_pid is None:
-            return None
+            return None, None
         try:
             root = psutil.Process(self.server_pid)
             processes = [root, *root.children(recursive=True)]
-            return sum(p.memory_info().rss for p in processes) / 2**20
+            rss = sum(p.memory_info().rss for p in processes) / 2**20
+            cpu = sum(sum(p.cpu_times()[:2]) for p in processes)
+            return rss, cpu
         except psutil.Error:
-            return None
+            return None, None
 
     def run(self) -> None:
         while not self._done.is_set():
@@ -142,10 +146,15 @@ def run(args) -> dict:
     try:
         env = {**os.environ, "LOADTEST_SHAPE": SHAPE_OF[args.mode], "PYTHONPATH": str(ROOT)}
         # Locust exits non-zero when any request failed; rejections count, so that is normal.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(locust_command(args, url, out), cwd=ROOT, env=env, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # What the load generator took of the same cores (the server's share is in the samples).
+        extra = {"loadgen_cpu_s": round(after.ru_utime + after.ru_stime
+                                        - before.ru_utime - before.ru_stime, 1)}  # fmt: skip
         # After an overload: how soon a lone request is back to its normal time.
         recovery = probe_recovery(url) if args.mode == "overload" else None
-        extra = fleet.report(load_records(out)) if fleet else {}
+        extra |= fleet.report(load_records(out)) if fleet else {}
     finally:
         if sampler:
             sampler.stop()

@@ -131,6 +131,12 @@ def summarise(mode: str, records: list[dict], samples: list[dict], options: dict
         summary["cost_per_1000_images_usd"] = round(1000 * usd / served, 5) if served else None
         summary["billed_usd"] = round(usd, 6)
         summary["cost_profile"] = last.get("profile")
+        cpu = [s["cpu_s"] for s in samples if s.get("cpu_s") is not None]
+        if len(cpu) >= 2 and served:
+            # CPU seconds the server spent per image it answered: cost, free of the load
+            # generator's share of the cores.
+            summary["server_cpu_s"] = round(cpu[-1] - cpu[0], 1)
+            summary["server_cpu_s_per_image"] = round((cpu[-1] - cpu[0]) / served, 4)
         rss = [s["rss_mb"] for s in samples if s.get("rss_mb")]
         summary["server_peak_rss_mb"] = round(max(rss), 1) if rss else None
         if len(rss) >= 6:  # flat or growing: the mean of the first and of the last third
@@ -234,7 +240,8 @@ def compare_degrade(rounds: dict[str, list[dict]]) -> dict:
     medians = {
         setting: {
             key: float(np.median([r[key] for r in runs if r.get(key) is not None]))
-            for key in (*COMPARED, "offered_rate_mean")
+            for key in (*COMPARED, "offered_rate_mean", "server_cpu_s_per_image", "loadgen_cpu_s")
+            if any(r.get(key) is not None for r in runs)
         }
         | {
             "latency_ok_p50_s": float(np.median([r["latency_ok_s"]["p50"] for r in runs])),
@@ -254,6 +261,10 @@ def compare_degrade(rounds: dict[str, list[dict]]) -> dict:
         ),
         "refused": round(on["rejected"] / off["rejected"], 3) if off["rejected"] else None,
     }
+    if "server_cpu_s_per_image" in on and "server_cpu_s_per_image" in off:
+        ratios["server_cpu_s_per_image"] = round(
+            on["server_cpu_s_per_image"] / off["server_cpu_s_per_image"], 3
+        )
     goals = {
         "answered_images_per_s >= 2x": ratios["answered_images_per_s"] >= 2.0,
         "cost per 1000 answered lower": ratios["cost_per_1000_images"] < 1.0,
@@ -274,6 +285,7 @@ def comparison_markdown(comparison: dict, machine: str = "") -> str:
         "achieved_rate_mean": "answered_images_per_s",
         "cost_per_1000_images_usd": "cost_per_1000_images",
         "rejected": "refused",
+        "server_cpu_s_per_image": "server_cpu_s_per_image",
     }
     names = {
         "offered_rate_mean": "offered uploads/s",
@@ -284,8 +296,12 @@ def comparison_markdown(comparison: dict, machine: str = "") -> str:
         "latency_ok_p50_s": "answered p50 (s)",
         "latency_ok_p95_s": "answered p95 (s)",
         "ok_reduced_share": "share answered at reduced",
+        "server_cpu_s_per_image": "server CPU-s per answered image",
+        "loadgen_cpu_s": "Locust's CPU-s (same cores)",
     }
     for key, name in names.items():
+        if key not in off or key not in on:
+            continue
         ratio = comparison["ratios"].get(ratio_of.get(key, ""), "")
         lines.append(f"| {name} | {off[key]:.4g} | {on[key]:.4g} | {ratio} |")
     lines += ["", "| goal | met |", "|---|---|"]

@@ -26,6 +26,26 @@ def test_max_scale_is_the_budget_over_a_saturated_instance():
     assert fleet_cap(0.20, profile, 4.5).max_instances == 0
 
 
+def test_the_reduced_level_serves_more_for_the_same_cap():
+    """At the ladder's reduced level a saturated instance answers more requests: the worst case
+    pays their per-request fee, and the capped fleet holds that many more images."""
+    profile = load_profiles()["cloudrun-2020"]
+    # $0.2088 an hour of instance time plus 9 x 3600 = 32,400 requests at $0.40 per million.
+    cap = fleet_cap(0.50, profile, 4.5, reduced_capacity_images_per_s=9.0)
+    assert cap.instance_usd_per_hour == pytest.approx(0.2088 + 0.01296)
+    assert cap.max_instances == 2
+    assert cap.images_per_hour == pytest.approx(2 * 4.5 * 3600)
+    assert cap.reduced_images_per_hour == pytest.approx(2 * 9.0 * 3600)
+    assert (
+        fleet_cap(2 * 0.22176, profile, 4.5, reduced_capacity_images_per_s=9.0).max_instances == 2
+    )
+    assert (
+        fleet_cap(2 * 0.21528, profile, 4.5, reduced_capacity_images_per_s=9.0).max_instances == 1
+    )
+    with pytest.raises(ValueError):
+        fleet_cap(0.5, profile, 4.5, reduced_capacity_images_per_s=2.0)
+
+
 def test_hourly_billing_ignores_the_load():
     gpu = PriceProfile(name="gpu", billing="instance", hourly_usd=3.99)
     assert fleet_cap(10.0, gpu, capacity_images_per_s=100).max_instances == 2
@@ -48,5 +68,9 @@ def test_the_command_prints_max_scale_and_whether_the_peak_fits():
     assert "25,000 images/h fits" in done.stdout
     tight = run("--usd-per-hour", "0.25", "--capacity", "4.5", "--profile", "cloudrun-2020")
     assert "= 1" in tight.stdout and "does not fit" in tight.stdout
+    one = run("--usd-per-hour", "0.25", "--capacity", "4.5", "--reduced-capacity", "9",
+              "--profile", "cloudrun-2020")  # fmt: skip
+    assert "= 1" in one.stdout and "up to 32,400 images/h for the same" in one.stdout
+    assert "25,000 images/h fits at the reduced level" in one.stdout
     poor = run("--usd-per-hour", "0.1", "--capacity", "4.5", "--profile", "cloudrun-2020")
     assert poor.returncode == 2 and "does not pay for one" in poor.stdout

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from loadtest.day import DAY_HOURS, images_per_hour, users_for
-from loadtest.report import capacity_from_steps, summarise
+from loadtest.report import capacity_from_steps, compare_degrade, comparison_markdown, summarise
 
 from .conftest import ROOT
 
@@ -92,6 +92,42 @@ def test_summary_counts_rejections_and_no_face_answers():
     assert summary["latency_rejected_s"]["p95"] == pytest.approx(0.02)
     assert summary["cost_per_1000_images_usd"] == pytest.approx(1000 * 0.001 / 51, rel=1e-3)
     assert summary["instances_for_25k_per_hour"] >= 1
+
+
+def overload_run(answered: int, reduced: int, refused: int, cpu_s: float, usd: float) -> dict:
+    """The summary of a 10 s overload run: ``answered`` images (``reduced`` of them at the
+    reduced level) and ``refused`` 503s, with the server's CPU and bill from its samples."""
+    records = [record(i * 10 / answered, 0.5) | {"level": "reduced" if i < reduced else "full"}
+               for i in range(answered)]  # fmt: skip
+    records += [record(i * 10 / refused, 0.01, 503) for i in range(refused)]
+    samples = [{"t": 0, "usd": 0.0, "ok": 0, "gauge": 0, "profile": "p", "cpu_s": 100.0},
+               {"t": 10, "usd": usd, "ok": answered, "gauge": 0, "profile": "p",
+                "cpu_s": 100.0 + cpu_s}]  # fmt: skip
+    return summarise("overload", sorted(records, key=lambda r: r["t"]), samples, {})
+
+
+def test_degrade_comparison_takes_medians_and_ratios():
+    off = [overload_run(40, 0, 80, cpu_s=19.0, usd=0.0004), overload_run(44, 0, 70, 19.5, 0.0004)]
+    on = [overload_run(90, 80, 30, 19.8, 0.0004), overload_run(86, 76, 34, 19.6, 0.0004)]
+    assert on[0]["ok_by_level"] == {"full": 10, "reduced": 80}
+    assert on[0]["server_cpu_s_per_image"] == pytest.approx(19.8 / 90, abs=1e-4)
+    comparison = compare_degrade({"off": off, "on": on})
+    assert comparison["off"]["achieved_rate_mean"] == pytest.approx(np.median(
+        [r["achieved_rate_mean"] for r in off]))  # fmt: skip
+    assert comparison["on"]["rejected"] == 32 and comparison["off"]["rejected"] == 75
+    assert comparison["ratios"]["answered_images_per_s"] == pytest.approx(
+        comparison["on"]["achieved_rate_mean"] / comparison["off"]["achieved_rate_mean"], abs=1e-3
+    )
+    assert 2.0 < comparison["ratios"]["answered_images_per_s"] < 2.2
+    # The same bill over twice the images: half the cost per 1000.
+    assert comparison["ratios"]["cost_per_1000_images"] == pytest.approx(42 / 88, abs=2e-3)
+    assert comparison["goals_met"] == {"answered_images_per_s >= 2x": True,
+                                       "cost per 1000 answered lower": True,
+                                       "fewer refusals": True}  # fmt: skip
+    table = comparison_markdown(comparison, "some CPU")
+    assert "Machine: some CPU" in table and "| refused | 75 | 32 | 0.427 |" in table
+    short = compare_degrade({"off": off, "on": [overload_run(60, 50, 60, 19.0, 0.0004)]})
+    assert short["goals_met"]["answered_images_per_s >= 2x"] is False
 
 
 def test_smoke_run_against_a_real_service(serve, default_models, tmp_path):

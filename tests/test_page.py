@@ -100,6 +100,25 @@ def test_page_waits_out_a_busy_service_and_tries_again(browser, page_url, serve,
     assert arrivals[1][0] - arrivals[0][0] >= 2.0  # it waited as long as Retry-After said
 
 
+def test_page_says_when_a_busy_service_drew_the_cartoon_in_less_detail(
+    browser, page_url, serve, tmp_path, astronaut
+):
+    """An instance past its full-quality bound answers at the reduced level: the page shows the
+    toon and says why it has less detail, without calling it an error."""
+    saturated = serve(max_in_flight=0, degraded_max_in_flight=2, max_receiving=4)
+    photo = tmp_path / "astronaut.png"
+    astronaut.save(photo)
+    page = upload(browser, saturated.url, photo)
+    page.wait_for_selector("#after", state="visible", timeout=60_000)
+    size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [512, 512]  # the full size, generated smaller
+    assert page.get_attribute("#status", "class") == "busy"
+    assert "less detail" in page.inner_text("#status")
+    normal = upload(browser, page_url, photo)  # not saturated: no such note
+    normal.wait_for_selector("#after", state="visible", timeout=60_000)
+    assert "less detail" not in normal.inner_text("#status")
+
+
 def test_a_dropped_photo_is_toonified_with_before_after_and_a_download_of_the_answer(
     browser, page_url, tmp_path, astronaut
 ):

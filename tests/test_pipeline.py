@@ -82,9 +82,7 @@ def test_the_photo_is_decoded_once_and_kept_for_paste_back(detectors, t1_photo):
     [ToonifyOptions(all_faces=True, return_aligned=True), ToonifyOptions(paste_back=True)],
     ids=["face sheet", "paste_back"],
 )
-def test_the_reduced_level_generates_smaller_and_answers_at_full_size(
-    detectors, t1_photo, options
-):
+def test_the_reduced_level_generates_smaller_and_answers_at_full_size(detectors, t1_photo, options):
     pipeline = PhotoPipeline(detectors("mtcnn"), Settings())
     data = png_bytes(t1_photo)
     full = pipeline.prepare(data, options)

@@ -1,14 +1,18 @@
 """A spend cap as a fleet size: how many instances a budget in dollars per hour pays for.
 
-    python -m toonify.budget --usd-per-hour 0.50 --capacity 4.5 [--profile cloudrun-2020]
-                             [--vcpu 2 --memory-gib 4] [--peak-images-per-hour 25000]
+    python -m toonify.budget --usd-per-hour 0.50 --capacity 4.5 [--reduced-capacity 9]
+                             [--profile cloudrun-2020] [--vcpu 2 --memory-gib 4]
+                             [--peak-images-per-hour 25000]
 
 The budget defaults to TOONIFY_BUDGET_USD_PER_HOUR. An instance costs the most when it is busy
 all the time, so the cap assumes every instance saturated at ``capacity`` images/s (the load
 test's figure, docs/loadtest.md): request billing then charges every second of the hour plus
 the fee for each request; instance billing charges the hourly price whatever the load. The
 answer is Cloud Run's ``maxScale`` and the Kubernetes HPA's ``maxReplicas``: the fleet can never
-spend more than the budget, however viral the post.
+spend more than the budget, however viral the post. With the degrade ladder (toonify/levels.py)
+a saturated instance answers ``reduced_capacity`` images/s at the reduced level: the capped
+fleet then serves that many more people instead of refusing them (the worst case counts the
+per-request fee at that rate).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class FleetCap:
     max_instances: int
     instance_usd_per_hour: float  # one saturated instance
     images_per_hour: float  # what the capped fleet can answer at full speed
+    reduced_images_per_hour: float  # what it answers saturated, at the ladder's reduced level
 
     @property
     def worst_case_usd_per_hour(self) -> float:
@@ -49,14 +54,17 @@ def fleet_cap(
     capacity_images_per_s: float,
     vcpu: float = 2.0,
     memory_gib: float = 4.0,
+    reduced_capacity_images_per_s: float | None = None,
 ) -> FleetCap:
-    """The most instances whose worst case (all saturated) stays within the budget."""
-    if budget_usd_per_hour <= 0 or capacity_images_per_s <= 0:
-        raise ValueError("the budget and the capacity must be positive")
-    one = saturated_instance_usd_per_hour(profile, vcpu, memory_gib, capacity_images_per_s)
+    """The most instances whose worst case (all saturated, at the reduced level's rate where
+    there is one) stays within the budget."""
+    reduced = reduced_capacity_images_per_s or capacity_images_per_s
+    if budget_usd_per_hour <= 0 or capacity_images_per_s <= 0 or reduced < capacity_images_per_s:
+        raise ValueError("the budget and the capacities must be positive, the reduced one larger")
+    one = saturated_instance_usd_per_hour(profile, vcpu, memory_gib, reduced)
     # A hair of tolerance: a budget of exactly N instances' cost pays for N.
     count = math.floor(budget_usd_per_hour / one + 1e-9)
-    return FleetCap(count, one, count * capacity_images_per_s * 3600)
+    return FleetCap(count, one, count * capacity_images_per_s * 3600, count * reduced * 3600)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         help="images/s one instance answers at saturation (docs/loadtest.md)",
     )  # fmt: skip
     parser.add_argument(
+        "--reduced-capacity", type=float, default=None,
+        help="images/s one instance answers saturated at the reduced level (docs/loadtest.md)",
+    )  # fmt: skip
+    parser.add_argument(
         "--profile", default=None, choices=sorted(load_profiles()),
         help="price profile (default: TOONIFY_COST_PROFILE or cloudrun-2020)",
     )  # fmt: skip
@@ -79,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-images-per-hour", type=float, default=25_000)
     args = parser.parse_args(argv)
     profile = load_profiles()[args.profile] if args.profile else profile_from_env()
-    cap = fleet_cap(args.usd_per_hour, profile, args.capacity, args.vcpu, args.memory_gib)
+    cap = fleet_cap(args.usd_per_hour, profile, args.capacity, args.vcpu, args.memory_gib,
+                    args.reduced_capacity)  # fmt: skip
     if cap.max_instances == 0:
         print(f"error: ${args.usd_per_hour:.2f}/h does not pay for one saturated instance "
               f"(${cap.instance_usd_per_hour:.4f}/h at {profile.name})")  # fmt: skip
@@ -91,7 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"maxScale (Cloud Run) = maxReplicas (Kubernetes HPA) = {cap.max_instances}")
     print(f"worst case: ${cap.worst_case_usd_per_hour:.4f}/h for up to "
           f"{cap.images_per_hour:,.0f} images/h")  # fmt: skip
-    verdict = "fits" if peak_ok else "does not fit: past the cap, uploads get 503 + Retry-After"
+    if args.reduced_capacity:
+        print(f"saturated, at the reduced level: up to {cap.reduced_images_per_hour:,.0f} "
+              "images/h for the same worst case")  # fmt: skip
+    if peak_ok:
+        verdict = "fits"
+    elif args.reduced_capacity and cap.reduced_images_per_hour >= args.peak_images_per_hour:
+        verdict = "fits at the reduced level: faces drawn at half size past the full level"
+    else:
+        verdict = "does not fit: past the cap, uploads get 503 + Retry-After"
     print(f"a peak of {args.peak_images_per_hour:,.0f} images/h {verdict}")
     return 0
 

@@ -213,11 +213,13 @@ class OnnxGenerator:
         """The side the model runs crops of this size at."""
         return height if height == width and height in self.signature.sizes else self.signature.size
 
-    def warm_up(self) -> float:
-        """One run on a grey crop at each size the model runs at, so no user pays for lazy
-        initialisation (a runtime prepares each new input shape on its first run)."""
+    def warm_up(self, crop_sizes: tuple[int, ...] = ()) -> float:
+        """One run on a grey crop at the model's size and at the size each of ``crop_sizes``
+        runs at, so no user pays for lazy initialisation (a runtime prepares each new input
+        shape on its first run)."""
         started = time.perf_counter()
-        for size in self.signature.sizes:
+        runs = {self.signature.size, *(self.run_size(side, side) for side in crop_sizes)}
+        for size in sorted(runs, reverse=True):
             self(np.full((1, size, size, 3), 128, dtype=np.uint8))
         return time.perf_counter() - started
 
