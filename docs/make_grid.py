@@ -62,11 +62,11 @@ def load_generators() -> list[tuple[str, OnnxGenerator]]:
     return loaded
 
 
-def labelled(image: Image.Image, text: str) -> Image.Image:
-    tile = ImageOps.pad(image, (TILE, TILE), color=(255, 255, 255))
+def labelled(image: Image.Image, text: str, side: int = TILE) -> Image.Image:
+    tile = ImageOps.pad(image, (side, side), color=(255, 255, 255))
     draw = ImageDraw.Draw(tile)
-    draw.rectangle((0, TILE - 18, TILE, TILE), fill=(0, 0, 0))
-    draw.text((4, TILE - 16), text, fill=(255, 255, 255))
+    draw.rectangle((0, side - 18, side, side), fill=(0, 0, 0))
+    draw.text((4, side - 16), text, fill=(255, 255, 255))
     return tile
 
 
@@ -82,12 +82,17 @@ def main() -> None:
             tiles = [labelled(photo, label), labelled(aligned.image, "FFHQ-aligned")]
             tiles += [labelled(Image.fromarray(gen(crop)[0]), text) for text, gen in generators]
             rows.append(tiles)
-    grid = Image.new("RGB", (TILE * len(rows[0]), TILE * len(rows)), "white")
+    save_grid(rows, TILE, "grid.jpg", quality=88)
+
+
+def save_grid(rows: list[list[Image.Image]], side: int, name: str, quality: int) -> None:
+    """Square tiles of ``side`` pixels, row by row, as docs/images/NAME."""
+    grid = Image.new("RGB", (side * len(rows[0]), side * len(rows)), "white")
     for r, tiles in enumerate(rows):
         for c, tile in enumerate(tiles):
-            grid.paste(tile, (c * TILE, r * TILE))
-    out = ROOT / "docs" / "images" / "grid.jpg"
-    grid.save(out, quality=88)
+            grid.paste(tile, (c * side, r * side))
+    out = ROOT / "docs" / "images" / name
+    grid.save(out, quality=quality)
     print(f"wrote {out}: {len(rows)} faces")
 
 
