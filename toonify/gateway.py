@@ -177,7 +177,7 @@ class Gateway:
             ok = answered.status < 400
             self.bill(self.meter.finished(), images=1 if ok else 0)
             if ok:
-                metrics.answered_images.labels(LEVEL.get()).inc()
+                metrics.answered_images.labels(request_level()).inc()
             if answered.code != "client_gone":
                 metrics.images.labels(outcome(answered.status, answered.code)).inc()
 
