@@ -259,7 +259,8 @@ def run_degrade_comparison(args) -> dict:
             env = [*args.env, f"TOONIFY_DEGRADE={setting}"]
             variant = argparse.Namespace(**{**vars(args), "out": str(folder), "env": env})
             summaries[setting].append(run(variant))
-            first_records.setdefault(setting, load_records(folder))
+            if setting not in first_records:  # the plot shows each setting's first round
+                first_records[setting] = load_records(folder)
     comparison = compare_degrade(summaries) | {"machine": describe_cpu(), "options": {
         k: v for k, v in vars(args).items() if k not in ("host", "out", "start")}}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(comparison, indent=2) + "\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from toonify.generator import OnnxGenerator, openvino_version
+from toonify.generator import OnnxGenerator, openvino_version, resize_batch
 from toonify.signature import GeneratorSignature
 
 from .load import FP16_MODEL, MODEL_FILE, OPENVINO_INT8_IR, OPENVINO_IR
@@ -178,14 +178,6 @@ def one_at_a_time(generator: OnnxGenerator, faces: np.ndarray) -> np.ndarray:
     return np.concatenate([generator(face[None]) for face in faces])
 
 
-def reduced_precision_psnr(
-    path: Path, signature: GeneratorSignature, reduced: OnnxGenerator, faces: np.ndarray
-) -> float:
-    """Quality of a reduced-precision run against ONNX Runtime fp32 on real faces (min PSNR)."""
-    reference = OnnxGenerator(path, signature, threads=None)
-    return lowest_psnr(one_at_a_time(reference, faces), one_at_a_time(reduced, faces))
-
-
 def reduced_size_candidates(size: int) -> list[int]:
     """Three quarters, half and a quarter of the size, in multiples of 16 (what strided
     convolutions need), at least 64."""
@@ -194,29 +186,30 @@ def reduced_size_candidates(size: int) -> list[int]:
 
 
 def measure_reduced_sizes(
-    path: Path, signature: GeneratorSignature, faces: np.ndarray
+    reference: OnnxGenerator, reference_toons: np.ndarray, faces: np.ndarray
 ) -> dict[int, float]:
     """The smaller sizes the model runs at, returning that size, each with the quality of a toon
-    made there and scaled up against one made at full size (lowest PSNR on real faces).
+    made there and scaled up against ``reference_toons``, made at full size (lowest PSNR on the
+    same real faces).
 
     A model with a fixed input size, or one whose output is not the input's size, gets none: the
     service then has no reduced level for it."""
-    from toonify.generator import resize_batch
-
-    full = OnnxGenerator(path, signature, threads=None)
-    reference = one_at_a_time(full, faces)
+    signature = reference.signature
     measured = {}
     for size in reduced_size_candidates(signature.size):
-        grey = signature.to_model_input(np.full((1, size, size, 3), 128, dtype=np.uint8))
-        try:
-            output = full.runner.run(grey)
-        except Exception:  # a fixed input shape: ONNX Runtime refuses the dimensions
-            continue
-        if output.shape != grey.shape or not np.isfinite(output).all():
-            continue
-        small = dataclasses.replace(signature, reduced_sizes=(size,))
-        toons = one_at_a_time(OnnxGenerator(path, small, threads=None), resize_batch(faces, size))
-        measured[size] = lowest_psnr(reference, resize_batch(toons, signature.size))
+        toons = []
+        for face in resize_batch(faces, size):
+            tensor = signature.to_model_input(face[None])
+            try:
+                output = reference.runner.run(tensor)
+            except Exception:  # a fixed input shape: the runtime refuses the dimensions
+                break
+            if output.shape != tensor.shape or not np.isfinite(output).all():
+                break
+            toons.append(signature.from_model_output(output))
+        else:
+            scaled = resize_batch(np.concatenate(toons), signature.size)
+            measured[size] = lowest_psnr(reference_toons, scaled)
     return measured
 
 
@@ -244,20 +237,27 @@ def import_generator(
         return existing  # the same file, already imported: keep the store free of duplicates
     staging = Path(tempfile.mkdtemp(prefix="toonify-import-"))
     faces = held_out_faces(signature.size)
-    reduced = measure_reduced_sizes(path, signature, faces)
+    # ONNX Runtime fp32 on the held-out faces: what every reduced size and precision is held to.
+    reference = OnnxGenerator(path, signature, threads=None)
+    reference_toons = one_at_a_time(reference, faces)
+
+    def psnr_against_fp32(reduced: OnnxGenerator) -> float:
+        return lowest_psnr(reference_toons, one_at_a_time(reduced, faces))
+
+    reduced = measure_reduced_sizes(reference, reference_toons, faces)
     signature = dataclasses.replace(signature, reduced_sizes=tuple(sorted(reduced, reverse=True)))
     ir = export_openvino_ir(path, staging)
     bf16 = OnnxGenerator(ir, signature, backend="openvino", precision="bf16") if ir else None
-    bf16_psnr = reduced_precision_psnr(path, signature, bf16, faces) if bf16 else None
+    bf16_psnr = psnr_against_fp32(bf16) if bf16 else None
     int8_ir = quantize_int8(path, signature, calibration_faces(signature.size), staging)
     int8_psnr = None
     if int8_ir is not None:
         int8 = OnnxGenerator(int8_ir, signature, backend="openvino", precision="int8")
-        int8_psnr = reduced_precision_psnr(path, signature, int8, faces)
+        int8_psnr = psnr_against_fp32(int8)
     # fp16 numerics, measured on the CPU: what CUDA and TensorRT would run in fp16.
     fp16_path = convert_to_fp16(path, staging / FP16_MODEL)
     fp16 = OnnxGenerator(fp16_path, signature, backend="onnxruntime")
-    fp16_psnr = reduced_precision_psnr(path, signature, fp16, faces)
+    fp16_psnr = psnr_against_fp32(fp16)
     metadata = {
         "kind": "generator",
         **signature.to_metadata(),

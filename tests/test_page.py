@@ -71,6 +71,19 @@ def test_page_shows_what_to_do_when_the_upload_is_not_a_photo(browser, page_url,
     assert not page.is_visible("#result")
 
 
+def upload_through(browser, url, route, tmp_path, astronaut):
+    """Upload the astronaut with the page's calls to /toonify going through ``route``, and wait
+    until the page says the service is busy."""
+    photo = tmp_path / "astronaut.png"
+    astronaut.save(photo)
+    page = browser.new_page()
+    page.route("**/toonify", route)
+    page.goto(url)
+    page.set_input_files("#image", str(photo))
+    page.wait_for_selector("#status.busy", timeout=30_000)
+    return page
+
+
 def test_page_waits_out_a_busy_service_and_tries_again(browser, page_url, serve, tmp_path,
                                                        astronaut):  # fmt: skip
     """The first upload reaches an instance with every slot taken (its real 503 + Retry-After);
@@ -86,13 +99,7 @@ def test_page_waits_out_a_busy_service_and_tries_again(browser, page_url, serve,
         else:  # the page's own request, untouched, to its own server
             request_route.continue_()
 
-    photo = tmp_path / "astronaut.png"
-    astronaut.save(photo)
-    page = browser.new_page()
-    page.route("**/toonify", route)
-    page.goto(page_url)
-    page.set_input_files("#image", str(photo))
-    page.wait_for_selector("#status.busy", timeout=30_000)
+    page = upload_through(browser, page_url, route, tmp_path, astronaut)
     assert "Trying again in 2 s" in page.inner_text("#status")
     page.wait_for_selector("#after", state="visible", timeout=60_000)
     assert "1 face(s) found" in page.inner_text("#status")
@@ -112,13 +119,7 @@ def test_page_also_waits_out_a_platform_429(browser, page_url, tmp_path, astrona
         else:
             request_route.continue_()
 
-    photo = tmp_path / "astronaut.png"
-    astronaut.save(photo)
-    page = browser.new_page()
-    page.route("**/toonify", route)
-    page.goto(page_url)
-    page.set_input_files("#image", str(photo))
-    page.wait_for_selector("#status.busy", timeout=30_000)
+    page = upload_through(browser, page_url, route, tmp_path, astronaut)
     page.wait_for_selector("#after", state="visible", timeout=60_000)
     assert len(arrivals) == 2 and arrivals[1] - arrivals[0] >= 1.0
 
