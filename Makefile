@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv defaults serve test lint build build-gpu container container-test promtool import-animegan grid precision-grid bench-preprocess bench-cold-start bench-service bench-cost bench-twin loadtest-day loadtest-capacity loadtest-fleet clean
+.PHONY: venv defaults serve test test-fast lint build build-gpu container container-test promtool import-animegan grid precision-grid bench-preprocess bench-cold-start bench-service bench-cost bench-twin loadtest-day loadtest-capacity loadtest-fleet clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ defaults: venv
 serve: defaults
 	$(BIN)/bentoml serve service:Toonify --port $(PORT)
 
-test: venv
+test: venv  # every test: served instances, the container, the page in Chromium (CI runs this)
 	$(BIN)/python -m pytest -q
+
+# The tier to run while you work: every test that starts no server, builds nothing and imports
+# no real model (under a minute on 2 cores). Markers: pyproject.toml.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not served and not container and not browser and not slow"
 
 lint: venv  # style, then the layering in pyproject.toml's import-linter contracts
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
@@ -57,19 +62,19 @@ precision-grid: venv  # fp32, bf16 and int8 side by side: docs/images/precision-
 	$(BIN)/python docs/make_precision_grid.py
 
 bench-preprocess: venv
-	$(BIN)/python benchmarks/preprocess_stages.py
+	$(BIN)/python -m benchmarks.preprocess_stages
 
 bench-cold-start: venv  # where the seconds from process start to /readyz go, per process
-	$(BIN)/python benchmarks/cold_start.py
+	$(BIN)/python -m benchmarks.cold_start
 
 bench-service: defaults
-	$(BIN)/python benchmarks/service_vs_raw.py
+	$(BIN)/python -m benchmarks.service_vs_raw
 
 bench-cost: defaults
-	$(BIN)/python benchmarks/cost.py
+	$(BIN)/python -m benchmarks.cost
 
 bench-twin: venv  # the seed's model served our way and the 2020 way, at int8 and bf16
-	$(BIN)/python benchmarks/cost_twin.py
+	$(BIN)/python -m benchmarks.cost_twin
 
 loadtest-day: defaults
 	$(BIN)/python -m loadtest day --start

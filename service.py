@@ -28,13 +28,14 @@ import anyio
 import bentoml
 from bentoml.validators import ContentType
 
-from preprocess import InputError
-from toonify import bentoml_fixes, metrics, shutdown
+from toonify import bentoml_patches, metrics, shutdown
 from toonify.calls import call_service
-from toonify.errors import GeneratorUnavailable, Internal, ServiceError, error_response
-from toonify.gateway import Gateway, request_deadline, request_level
+from toonify.edge.gateway import Gateway, request_deadline, request_level
+from toonify.edge.responses import answer_response
+from toonify.edge.site import make_site
+from toonify.errors import ErrorAnswers, GeneratorUnavailable, answered_errors
+from toonify.generation.signature import GeneratorSignature
 from toonify.levels import Ladder, Level
-from toonify.responses import answer_response
 from toonify.schema import (
     DEFAULTS,
     FaceCrops,
@@ -48,8 +49,6 @@ from toonify.schema import (
     Toons,
 )
 from toonify.settings import SETTINGS
-from toonify.signature import GeneratorSignature
-from toonify.site import make_site
 
 logger = logging.getLogger("toonify")
 
@@ -62,7 +61,7 @@ os.environ.setdefault("BENTOML_NO_UDS", "1")
 # workers then kept their high-water marks (5,000 mixed requests: 1.86 GB for the instance
 # instead of 1.31 GB; docs/reliability.md). glibc reads it when each worker starts.
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
-bentoml_fixes.install()  # BentoML's timeout middleware kept a timer per request for 130 s
+bentoml_patches.install()  # each checked first: docs/bentoml-patches.md
 
 # Internal calls keep one connection pool for the life of the worker: BentoML's default renews
 # the pool every 100 calls by closing it under calls still reading their answers
@@ -83,7 +82,7 @@ class Generator:
 
     def __init__(self) -> None:
         from model_store import load_generator
-        from toonify.batching import Batcher
+        from toonify.generation.batching import Batcher
 
         self.generator = load_generator(
             self.model,
@@ -98,8 +97,11 @@ class Generator:
         warm_up = self.generator.warm_up((SETTINGS.crop_size, SETTINGS.degraded_size))
         logger.info(
             "generator %s on %s: loaded in %.2f s, warm-up %.2f s",
-            self.model.tag, self.generator.providers, self.generator.load_seconds, warm_up,
-        )  # fmt: skip
+            self.model.tag,
+            self.generator.providers,
+            self.generator.load_seconds,
+            warm_up,
+        )
         metrics.model_load_seconds.labels(str(self.model.tag)).set(
             self.generator.load_seconds + warm_up
         )
@@ -108,16 +110,17 @@ class Generator:
         metrics.ready.labels("generator").set(1)
 
     @bentoml.api
+    @answered_errors
     async def generate(self, crops: FaceCrops) -> Toons:
         """One photo's aligned crops in, their toons out, batched with other photos' crops."""
-        try:
-            pixels, run = await self.batcher(crops.pixels, crops.deadline)
-        except ServiceError as exc:
-            return error_response(exc)
+        pixels, run = await self.batcher(crops.pixels, crops.deadline)
         return Toons(
-            pixels=pixels, queued_s=run.queued_s, generate_s=run.run_s, batch_size=run.batch_size,
+            pixels=pixels,
+            queued_s=run.queued_s,
+            generate_s=run.run_s,
+            batch_size=run.batch_size,
             generated_size=self.generator.run_size(*crops.pixels.shape[1:3]),
-        )  # fmt: skip
+        )
 
 
 @bentoml.service(
@@ -133,7 +136,7 @@ class Preprocess:
     def __init__(self) -> None:
         from model_store import detector_spec
         from preprocess import DetectorSettings, create_detector
-        from toonify.photos import PhotoPipeline
+        from toonify.photos.worker import PhotoWork
 
         detector = create_detector(
             detector_spec(self.detector_model),
@@ -141,32 +144,31 @@ class Preprocess:
                 detect_size=SETTINGS.detect_size, min_face_size=SETTINGS.min_face_size
             ),
         )
-        self.photos = PhotoPipeline(detector, SETTINGS)
+        self.photos = PhotoWork(detector, SETTINGS)
         # Decoding, detection and resampling release the GIL: threads work in parallel.
         self.threads = anyio.CapacityLimiter(SETTINGS.preprocess_threads)
         shutdown.drain_after_entry(DRAIN_GRACE_S)
         metrics.ready.labels("preprocess").set(1)
 
     @bentoml.api
+    @answered_errors
     async def toonify_photo(
-        self, photo: bytes, options: ToonifyOptions, deadline: float, level: Level = Level.full
+        self, photo: bytes, options: ToonifyOptions, deadline: float, level: Level
     ) -> ToonifiedPhoto:
         """Decode, orient, detect and align at the level's size; the generator toonifies the
-        crops; paste back or lay them out; encode. User errors come back as error answers with
-        their status."""
-        try:
-            job = await anyio.to_thread.run_sync(
-                self.photos.prepare, photo, options, level, limiter=self.threads
-            )
-            toons = await call_service(
-                self.generator.to_async.generate, deadline, GeneratorUnavailable,
-                crops=FaceCrops(pixels=job.crops, deadline=deadline),
-            )  # fmt: skip
-            result = await anyio.to_thread.run_sync(
-                self.photos.finish, job, toons, options, limiter=self.threads
-            )
-        except (InputError, ServiceError) as exc:
-            return error_response(exc)
+        crops; paste back or lay them out; encode."""
+        job = await anyio.to_thread.run_sync(
+            self.photos.prepare, photo, options, level, limiter=self.threads
+        )
+        toons = await call_service(
+            self.generator.to_async.generate,
+            deadline,
+            GeneratorUnavailable,
+            crops=FaceCrops(pixels=job.crops, deadline=deadline),
+        )
+        result = await anyio.to_thread.run_sync(
+            self.photos.finish, job, toons, options, limiter=self.threads
+        )
         metrics.observe_photo(result.timings, len(result.faces))
         return result
 
@@ -187,6 +189,7 @@ class Toonify:
         metrics.ready.labels("toonify").set(1)
 
     @bentoml.api(route="/toonify")
+    @answered_errors
     async def toonify(
         self,
         image: Annotated[Path, ContentType("image/*")],
@@ -201,24 +204,28 @@ class Toonify:
         response: ResponseKind = DEFAULTS.response,
     ) -> Annotated[Path, ContentType("image/*")]:
         """Toonify the largest face in a photo (or one by `face_index`, or `all_faces`), or
-        the whole photo with every face toonified (`paste_back`). JSON with `response=json`."""
+        the whole photo with every face toonified (`paste_back`). JSON with `response=json`.
+        The photo comes as this multipart form, or as the raw body with the options as query
+        parameters (toonify/edge/forms.py parses both)."""
         options = ToonifyOptions(
-            face_index=face_index, all_faces=all_faces, paste_back=paste_back,
-            return_aligned=return_aligned, format=format, size=size, quality=quality,
+            face_index=face_index,
+            all_faces=all_faces,
+            paste_back=paste_back,
+            return_aligned=return_aligned,
+            format=format,
+            size=size,
+            quality=quality,
             response=response,
-        )  # fmt: skip
-        deadline = request_deadline(SETTINGS)
-        try:
-            result = await call_service(
-                self.preprocess.to_async.toonify_photo, deadline,
-                photo=await asyncio.to_thread(image.read_bytes), options=options, deadline=deadline,
-                level=request_level(),
-            )  # fmt: skip
-        except (InputError, ServiceError) as exc:
-            return error_response(exc)
-        except Exception:
-            logger.exception("toonify request failed")
-            return error_response(Internal())
+        )
+        deadline = request_deadline()
+        result = await call_service(
+            self.preprocess.to_async.toonify_photo,
+            deadline,
+            photo=await asyncio.to_thread(image.read_bytes),
+            options=options,
+            deadline=deadline,
+            level=request_level(),
+        )
         return answer_response(result, options)
 
 
@@ -229,5 +236,8 @@ def degrade_ladder() -> Ladder:
     return Ladder.of(SETTINGS, GeneratorSignature.from_metadata(metadata).sizes)
 
 
+# Errors leave every service in the documented form (the entry's gateway does it for the entry).
+Generator.add_asgi_middleware(ErrorAnswers)
+Preprocess.add_asgi_middleware(ErrorAnswers)
 Toonify.add_asgi_middleware(Gateway, settings=SETTINGS, ladder=degrade_ladder)
 Toonify.mount_asgi_app(make_site(lambda: Toonify.openapi_spec.asdict()))

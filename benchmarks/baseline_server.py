@@ -5,7 +5,7 @@ thread count, no caching, no batching), and per request decode, EXIF orient, det
 infer, encode. It shares the preprocessing functions with the service so the comparison is
 about serving, not about face detection.
 
-    python benchmarks/baseline_server.py MODEL.onnx --port 5000 [--layout NCHW] [--size 512]
+    python -m benchmarks.baseline_server MODEL.onnx --port 5000 [--layout NCHW] [--size 512]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from flask import Flask, Response, request
 from PIL import Image
 
 from preprocess import InputError, align_face, create_detector, read_photo
-from toonify.signature import GeneratorSignature
+from toonify.generation.signature import GeneratorSignature
 
 
 def create_app(model: Path, signature: GeneratorSignature) -> Flask:

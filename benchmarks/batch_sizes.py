@@ -1,6 +1,6 @@
 """Images per second of a generator at batch sizes 1 to 64, on the best providers here.
 
-    python benchmarks/batch_sizes.py MODEL.onnx [--layout NHWC] [--size 512]
+    python -m benchmarks.batch_sizes MODEL.onnx [--layout NHWC] [--size 512]
         [--precision f32|fp16] [--batches 1,2,4,8,16,32,64] [--seconds 5]
 
 On a GPU machine with onnxruntime-gpu this measures TensorRT / CUDA (fp16 through TensorRT's
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toonify.generator import OnnxGenerator
-from toonify.signature import GeneratorSignature
+from toonify.generation.generator import OnnxGenerator
+from toonify.generation.signature import GeneratorSignature
 
 GPU_HOUR_USD = 3.99
 
@@ -33,9 +33,11 @@ def main() -> None:
     args = parser.parse_args()
 
     generator = OnnxGenerator(
-        args.model, GeneratorSignature(layout=args.layout, size=args.size),
-        backend="onnxruntime", precision=args.precision,
-    )  # fmt: skip
+        args.model,
+        GeneratorSignature(layout=args.layout, size=args.size),
+        backend="onnxruntime",
+        precision=args.precision,
+    )
     print(f"{args.model.name} on {generator.providers}, {args.precision}, {args.size}px")
     print("| batch | images/s | $ per 1000 at $3.99/h |\n|---|---|---|")
     for batch in (int(b) for b in args.batches.split(",")):

@@ -1,6 +1,6 @@
 """Where the seconds of a cold start go: process start to /readyz 200, per process.
 
-    python benchmarks/cold_start.py [--rounds 5] [--twin]
+    python -m benchmarks.cold_start [--rounds 5] [--twin]
 
 Starts `bentoml serve service:Toonify` from nothing (a scratch model store holding the offline
 default, or with --twin the cost twin too) and polls /readyz every 20 ms. For every process of
@@ -31,10 +31,8 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 
 from model_store.build import build_defaults, build_twin  # noqa: E402
-from toonify.served import free_port  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from machine import describe_cpu  # noqa: E402
+from tools.machine import describe_cpu  # noqa: E402
+from tools.served import free_port  # noqa: E402
 
 INITIALISED = re.compile(r"\[(?:entry_service|service):([\w-]+):\d+\] Service [\w-]+ initialized")
 
@@ -52,9 +50,13 @@ def one_start(env: dict[str, str]) -> dict[str, float]:
     began = time.time()
     server = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "service:Toonify", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     initialised: dict[str, float] = {}
 
     def read_log() -> None:
@@ -106,8 +108,9 @@ def in_one_interpreter(code: str, env: dict[str, str]) -> float:
 
     def run(body: str) -> float:
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-c", body], cwd=ROOT, env=env, check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-c", body], cwd=ROOT, env=env, check=True, capture_output=True
+        )
         return time.perf_counter() - began
 
     return run(code) - run("pass")

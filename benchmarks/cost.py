@@ -1,6 +1,6 @@
 """Measured cost per 1000 images on this machine, read from the service's own /metrics.
 
-    python benchmarks/cost.py [--images 32] [--concurrency 8]
+    python -m benchmarks.cost [--images 32] [--concurrency 8]
 
 For the offline toon-filter and AnimeGANv3 (from ../shared/models, skipped without it), a real
 `bentoml serve` answers the astronaut photo (512x512 JPEG) twice over: one request at a time, as
@@ -29,8 +29,8 @@ import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from model_store.build import build_defaults, import_generator  # noqa: E402
-from toonify.served import Served, scrape  # noqa: E402
-from toonify.signature import GeneratorSignature  # noqa: E402
+from tools.served import Served, scrape  # noqa: E402
+from toonify.generation.signature import GeneratorSignature  # noqa: E402
 
 USD = 'toonify_billed_usd_total{profile="cloudrun-2020"}'
 SECONDS = 'toonify_billed_seconds_total{profile="cloudrun-2020"}'
@@ -78,8 +78,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--assets", type=Path, default=Path(os.environ.get(
-        "TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models")))  # fmt: skip
+    parser.add_argument(
+        "--assets",
+        type=Path,
+        default=Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models")),
+    )
     args = parser.parse_args()
 
     buffer = io.BytesIO()
@@ -95,17 +98,22 @@ def main() -> None:
             ]:
                 result = measure(server.url, photo, args.images, concurrency)
                 rows.append((label, mode, result))
-                print(f"{label:<30} {mode:<14} {result['images_per_s']:6.2f} images/s  "
-                      f"{result['billed_s_per_image']:6.3f} billed s/image  "
-                      f"${result['usd_per_1000']:.4f} per 1000", flush=True)  # fmt: skip
+                print(
+                    f"{label:<30} {mode:<14} {result['images_per_s']:6.2f} images/s  "
+                    f"{result['billed_s_per_image']:6.3f} billed s/image  "
+                    f"${result['usd_per_1000']:.4f} per 1000",
+                    flush=True,
+                )
         finally:
             server.stop()
 
     print("\n| generator | load | images/s | billed s per image | $ per 1000 images |")
     print("|---|---|---|---|---|")
     for label, mode, r in rows:
-        print(f"| {label} | {mode} | {r['images_per_s']:.2f} | {r['billed_s_per_image']:.3f} | "
-              f"${r['usd_per_1000']:.4f} |")  # fmt: skip
+        print(
+            f"| {label} | {mode} | {r['images_per_s']:.2f} | {r['billed_s_per_image']:.3f} | "
+            f"${r['usd_per_1000']:.4f} |"
+        )
     print("| seed (2020 site, 5 s per image) | one at a time | 0.2 | 5.0 | $0.29 |")
 
 

@@ -1,6 +1,6 @@
 """The seed's model (the cost twin) served the 2020 way and our way, side by side.
 
-    python benchmarks/cost_twin.py [--rounds 2] [--images 8] [--concurrency 4]
+    python -m benchmarks.cost_twin [--rounds 2] [--images 8] [--concurrency 4]
                                    [--precision int8 bf16 ...]
 
 Registers cost-twin (pix2pixHD, 182,443,267 parameters, seeded random weights: its output is
@@ -45,11 +45,9 @@ from tqdm import tqdm  # noqa: E402
 
 from model_store import MODEL_FILE  # noqa: E402
 from model_store.build import build_defaults, build_twin  # noqa: E402
+from tools.machine import describe_cpu  # noqa: E402
+from tools.served import free_port, wait_for_200  # noqa: E402
 from toonify.cost import BillingMeter, load_profiles  # noqa: E402
-from toonify.served import free_port, wait_for_200  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from machine import describe_cpu  # noqa: E402
 
 GOALS = {"usd_per_1000": 0.045, "cold_start_s": 2.0, "generator_peak_rss_mb": 1000.0}
 
@@ -78,8 +76,13 @@ def tree(pid: int) -> list[psutil.Process]:
 def start(system: str, model, precision: str) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
     if system == "baseline":
-        command = [sys.executable, str(ROOT / "benchmarks" / "baseline_server.py"),
-                   model.path_of(MODEL_FILE), "--port", str(port)]  # fmt: skip
+        command = [
+            sys.executable,
+            str(ROOT / "benchmarks" / "baseline_server.py"),
+            model.path_of(MODEL_FILE),
+            "--port",
+            str(port),
+        ]
         env = os.environ
     else:
         command = [sys.executable, "-m", "bentoml", "serve", "service:Toonify", "--port", str(port)]
@@ -90,8 +93,14 @@ def start(system: str, model, precision: str) -> tuple[subprocess.Popen, str, fl
             "TOONIFY_PRECISION": precision,
         }
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_200(f"{url}/readyz", timeout=600, alive=lambda: process.poll() is None)
@@ -163,17 +172,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--precision", nargs="+", default=["int8", "bf16"],
-                        choices=["int8", "bf16", "f32"])  # fmt: skip
+    parser.add_argument(
+        "--precision", nargs="+", default=["int8", "bf16"], choices=["int8", "bf16", "f32"]
+    )
     args = parser.parse_args()
 
     build_defaults()
     model = build_twin()
     meta = model.info.metadata
     print(describe_cpu())
-    print(f"cost-twin: COST TWIN, {meta['parameters']:,} parameters (output is noise, so its "
-          f"PSNR figures (bf16 {meta['bf16_psnr_db']} dB, int8 {meta.get('int8_psnr_db')} dB) "
-          "say nothing about a real model)")  # fmt: skip
+    print(
+        f"cost-twin: COST TWIN, {meta['parameters']:,} parameters (output is noise, so its "
+        f"PSNR figures (bf16 {meta['bf16_psnr_db']} dB, int8 {meta.get('int8_psnr_db')} dB) "
+        "say nothing about a real model)"
+    )
     buffer = io.BytesIO()
     Image.fromarray(skimage.data.astronaut()).save(buffer, "JPEG", quality=92)
     photo = buffer.getvalue()
@@ -188,10 +200,14 @@ def main() -> None:
                 runs.append(measure(kind, model, photo, args.images, args.concurrency, precision))
                 progress.update()
 
-    medians = {s: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-               for s, runs in results.items()}  # fmt: skip
-    print(f"\n{describe_cpu()}; {args.rounds} rounds; {args.images} images at saturation with "
-          f"{args.concurrency} clients; medians\n")  # fmt: skip
+    medians = {
+        s: {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        for s, runs in results.items()
+    }
+    print(
+        f"\n{describe_cpu()}; {args.rounds} rounds; {args.images} images at saturation with "
+        f"{args.concurrency} clients; medians\n"
+    )
     services = systems[1:]
     print("| figure | baseline (2020 style) | " + " | ".join(services) + " | goal |")
     print("|---|---|" + "---|" * len(services) + "---|")
@@ -214,9 +230,12 @@ def main() -> None:
     speed = {s: medians[s]["images_per_s"] / medians["baseline"]["images_per_s"] for s in services}
     amx = "amx_int8" in describe_cpu()
     need = 6.0 if amx else 3.0
-    print(f"\nimages/s vs baseline (goal >= {need}x on {'AMX' if amx else 'a CPU without AMX'}): "
-          + ", ".join(f"{s.split()[1]} {r:.2f}x {'met' if r >= need else 'missed'}"
-                      for s, r in speed.items()))  # fmt: skip
+    print(
+        f"\nimages/s vs baseline (goal >= {need}x on {'AMX' if amx else 'a CPU without AMX'}): "
+        + ", ".join(
+            f"{s.split()[1]} {r:.2f}x {'met' if r >= need else 'missed'}" for s, r in speed.items()
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Two layouts of the service side by side: memory, cold start, throughput, paste-back latency.
 
     git worktree add /tmp/toonify-before <commit>          # the layout to compare with
-    python benchmarks/layout.py --before /tmp/toonify-before [--rounds 2]
-    python benchmarks/layout.py --before-env TOONIFY_PREPROCESS_WORKERS=2 \
+    python -m benchmarks.layout --before /tmp/toonify-before [--rounds 2]
+    python -m benchmarks.layout --before-env TOONIFY_PREPROCESS_WORKERS=2 \
         TOONIFY_PREPROCESS_THREADS=1                       # this tree, two process layouts
 
 Each round starts `bentoml serve service:Toonify` from each tree in turn (same interpreter, same
@@ -31,13 +31,13 @@ os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="toonify-layout-")
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 import skimage.data  # noqa: E402
-from machine import describe_cpu  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from loadtest.photos import ASSETS, phone_jpeg  # noqa: E402
 from model_store.build import build_defaults, import_generator  # noqa: E402
-from toonify.served import Served  # noqa: E402
-from toonify.signature import GeneratorSignature  # noqa: E402
+from tools.machine import describe_cpu  # noqa: E402
+from tools.served import Served  # noqa: E402
+from toonify.generation.signature import GeneratorSignature  # noqa: E402
 
 ANIMEGAN = ASSETS / "animeganv3_tiny_cute.onnx"
 
@@ -81,8 +81,11 @@ def saturate(url: str, photo: bytes, images: int, clients: int) -> float:
         client.post("/toonify", content=photo).raise_for_status()
         started = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
-            statuses = list(pool.map(lambda _: client.post("/toonify", content=photo).status_code,
-                                     range(images)))  # fmt: skip
+            statuses = list(
+                pool.map(
+                    lambda _: client.post("/toonify", content=photo).status_code, range(images)
+                )
+            )
         seconds = time.perf_counter() - started
     assert statuses == [200] * images, statuses
     return images / seconds
@@ -106,8 +109,9 @@ def measure(
         latencies = []
         for _ in range(5):
             started = time.perf_counter()
-            response = httpx.post(f"{instance.url}/toonify?paste_back=true", content=phone,
-                                  timeout=300)  # fmt: skip
+            response = httpx.post(
+                f"{instance.url}/toonify?paste_back=true", content=phone, timeout=300
+            )
             response.raise_for_status()
             latencies.append(time.perf_counter() - started)
         figures["paste_back_12mp_p50_s"] = statistics.median(latencies)
@@ -134,8 +138,12 @@ def main() -> None:
     build_defaults()
     learned = ANIMEGAN.is_file()
     if learned:
-        import_generator(ANIMEGAN, "animeganv3", GeneratorSignature("NHWC", (-1.0, 1.0), 512),
-                         licence="AnimeGANv3 author's terms: non-commercial use only")  # fmt: skip
+        import_generator(
+            ANIMEGAN,
+            "animeganv3",
+            GeneratorSignature("NHWC", (-1.0, 1.0), 512),
+            licence="AnimeGANv3 author's terms: non-commercial use only",
+        )
     astronaut = Image.fromarray(skimage.data.astronaut())
     buffer = io.BytesIO()
     astronaut.save(buffer, "JPEG", quality=92)
@@ -153,10 +161,14 @@ def main() -> None:
             results[name].append(measure(tree, settings, photo, phone, args.images, learned))
             print(f"round {round_ + 1} {name}: {results[name][-1]}", flush=True)
 
-    medians = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-               for name, runs in results.items()}  # fmt: skip
-    print(f"\n{describe_cpu()}; {args.rounds} rounds, medians; {args.images} images from 8 "
-          "clients at saturation")  # fmt: skip
+    medians = {
+        name: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        for name, runs in results.items()
+    }
+    print(
+        f"\n{describe_cpu()}; {args.rounds} rounds, medians; {args.images} images from 8 "
+        "clients at saturation"
+    )
     for name, (tree, settings) in layouts.items():
         print(f"{name}: {tree} {' '.join(f'{k}={v}' for k, v in settings.items())}")
     print()

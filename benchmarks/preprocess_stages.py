@@ -1,6 +1,6 @@
 """Median milliseconds per preprocessing stage for a 12 MP phone photo, per detector, on one core.
 
-    python benchmarks/preprocess_stages.py [--runs 15] [--assets ../shared/models]
+    python -m benchmarks.preprocess_stages [--runs 15] [--assets ../shared/models]
 
 The photo is a 4032x3024 JPEG stored sideways with EXIF Orientation 6, as phones write them,
 made from ../shared/models/faces/pexels_two_women_on_phones.jpg (or, without it, from the
@@ -16,7 +16,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, before numpy/scipy st
 import argparse
 import io
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,9 +31,7 @@ from preprocess import (
     to_rgb,
 )
 from preprocess.detect import DetectorSettings
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import describe_cpu
+from tools.machine import describe_cpu
 
 GOAL_MS = 60.0
 

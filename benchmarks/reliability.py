@@ -1,11 +1,11 @@
 """What an outside tester throws at the service, against real served instances; docs/reliability.md.
 
-    python benchmarks/reliability.py hostile        # >= 100 kinds of bad upload and request
-    python benchmarks/reliability.py fuzz [--bodies 10000]
-    python benchmarks/reliability.py kill           # workers killed under load
-    python benchmarks/reliability.py sigterm        # SIGTERM under load
-    python benchmarks/reliability.py memory [--requests 5000]
-    python benchmarks/reliability.py internal [--tree DIR] [--uploads 1000]
+    python -m benchmarks.reliability hostile        # >= 100 kinds of bad upload and request
+    python -m benchmarks.reliability fuzz [--bodies 10000]
+    python -m benchmarks.reliability kill           # workers killed under load
+    python -m benchmarks.reliability sigterm        # SIGTERM under load
+    python -m benchmarks.reliability memory [--requests 5000]
+    python -m benchmarks.reliability internal [--tree DIR] [--uploads 1000]
 
 Each starts its own `bentoml serve` (of this tree, or --tree), prints what it saw and a verdict.
 The overload run is the load test's: `python -m loadtest overload --start --rate R`.
@@ -37,12 +37,12 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import skimage.data  # noqa: E402
-from machine import describe_cpu  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from loadtest.photos import build_pool, choose  # noqa: E402
 from model_store.build import build_defaults  # noqa: E402
-from toonify.served import Served, hammering  # noqa: E402
+from tools.machine import describe_cpu  # noqa: E402
+from tools.served import Served, hammering  # noqa: E402
 
 ASTRONAUT = Image.fromarray(skimage.data.astronaut())
 DEADLINE_S = 120.0

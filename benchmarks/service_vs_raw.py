@@ -1,6 +1,6 @@
 """Saturated throughput of the served pipeline against a plain in-process ONNX Runtime loop.
 
-    python benchmarks/service_vs_raw.py [--images 24] [--concurrency 8] [--rounds 3]
+    python -m benchmarks.service_vs_raw [--images 24] [--concurrency 8] [--rounds 3]
 
 Same model, same machine, same run: AnimeGANv3 at 512 from ../shared/models (or the offline
 toon-filter without it). Rounds alternate raw loop / service so drift hits both alike.
@@ -39,8 +39,8 @@ from PIL import Image  # noqa: E402
 from model_store import MODEL_FILE  # noqa: E402
 from model_store.build import build_defaults, import_generator  # noqa: E402
 from preprocess import align_face, create_detector  # noqa: E402
-from toonify.served import Served  # noqa: E402  the same harness the tests use
-from toonify.signature import GeneratorSignature  # noqa: E402
+from tools.served import Served  # noqa: E402  the same harness the tests use
+from toonify.generation.signature import GeneratorSignature  # noqa: E402
 
 GOAL = 0.95
 
@@ -72,7 +72,7 @@ def pipeline_throughput(model_path: str, signature, photo: bytes, images: int) -
     from responses import encode_image
 
     from preprocess.pipeline import prepare_photo
-    from toonify.generator import OnnxGenerator
+    from toonify.generation.generator import OnnxGenerator
 
     generator = OnnxGenerator(model_path, signature)
     detector = create_detector("mtcnn")
@@ -102,8 +102,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--assets", type=Path, default=Path(os.environ.get(
-        "TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models")))  # fmt: skip
+    parser.add_argument(
+        "--assets",
+        type=Path,
+        default=Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models")),
+    )
     args = parser.parse_args()
 
     model, label = register_model(args.assets)
@@ -126,22 +129,29 @@ def main() -> None:
                 pipeline_throughput(model.path_of(MODEL_FILE), signature, photo, args.images)
             )
             served.append(service_throughput(server.url, photo, args.images, args.concurrency))
-            print(f"round {round_number}: raw {raw[-1]:.2f}, in-process pipeline "
-                  f"{pipeline[-1]:.2f}, service {served[-1]:.2f} images/s", flush=True)  # fmt: skip
+            print(
+                f"round {round_number}: raw {raw[-1]:.2f}, in-process pipeline "
+                f"{pipeline[-1]:.2f}, service {served[-1]:.2f} images/s",
+                flush=True,
+            )
     finally:
         server.stop()
 
     raw_median, served_median = statistics.median(raw), statistics.median(served)
     pipeline_median = statistics.median(pipeline)
     ratio = served_median / raw_median
-    print(f"\nmodel: {label}; {os.cpu_count()} CPUs; {args.images} images x {args.rounds} rounds, "
-          f"{args.concurrency} concurrent clients")  # fmt: skip
+    print(
+        f"\nmodel: {label}; {os.cpu_count()} CPUs; {args.images} images x {args.rounds} rounds, "
+        f"{args.concurrency} concurrent clients"
+    )
     print(f"raw ONNX Runtime loop      {raw_median:6.2f} images/s (median)")
     print(f"in-process pipeline        {pipeline_median:6.2f} images/s (median)")
     print(f"service /toonify saturated {served_median:6.2f} images/s (median)")
     print(f"ratio service / pipeline   {served_median / pipeline_median:6.3f}")
-    print(f"ratio service / raw        {ratio:6.3f}  goal >= {GOAL}: "
-          f"{'met' if ratio >= GOAL else 'missed'}")  # fmt: skip
+    print(
+        f"ratio service / raw        {ratio:6.3f}  goal >= {GOAL}: "
+        f"{'met' if ratio >= GOAL else 'missed'}"
+    )
 
 
 if __name__ == "__main__":

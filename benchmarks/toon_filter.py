@@ -1,6 +1,6 @@
 """What the offline default costs per 512x512 face, against an earlier version, side by side.
 
-    python benchmarks/toon_filter.py [--before WORKTREE] [--rounds 5] [--images 16]
+    python -m benchmarks.toon_filter [--before WORKTREE] [--rounds 5] [--images 16]
 
 Builds the toon-filter of this checkout (and, with --before, of another checkout of the project,
 e.g. `git worktree add /tmp/toonify-before <commit>`), then times each on the same aligned real
@@ -24,20 +24,22 @@ import skimage.data
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from machine import describe_cpu  # noqa: E402
-
 from preprocess import align_face, create_detector  # noqa: E402
-from toonify.generator import OnnxGenerator  # noqa: E402
-from toonify.signature import GeneratorSignature  # noqa: E402
+from tools.machine import describe_cpu  # noqa: E402
+from toonify.generation.generator import OnnxGenerator  # noqa: E402
+from toonify.generation.signature import GeneratorSignature  # noqa: E402
 
 
 def build_in(checkout: Path, path: Path) -> None:
     """Save the toon-filter that ``checkout``'s own code builds (in a process of its own)."""
     code = "import sys, onnx; from model_store.toon_filter import build_toon_filter; "
     code += "onnx.save(build_toon_filter(), sys.argv[1])"
-    subprocess.run([sys.executable, "-c", code, str(path)], cwd=checkout, check=True,
-                   env={**os.environ, "PYTHONPATH": str(checkout)})  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        cwd=checkout,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+    )
 
 
 def main() -> None:
@@ -69,8 +71,10 @@ def main() -> None:
             for _ in range(args.images):
                 generator(crop)
             results[key].append((time.perf_counter() - began) * 1000 / args.images)
-    print(f"\n{describe_cpu()}; 512x512, one image per call, {args.rounds} rounds of "
-          f"{args.images} images, median ms per image\n")  # fmt: skip
+    print(
+        f"\n{describe_cpu()}; 512x512, one image per call, {args.rounds} rounds of "
+        f"{args.images} images, median ms per image\n"
+    )
     print("| backend | " + " | ".join(checkouts) + (" | ratio |" if args.before else " |"))
     print("|---|" + "---|" * len(checkouts) + ("---|" if args.before else ""))
     for backend in ("openvino", "onnxruntime"):

@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw, ImageOps
 
 from model_store import MODEL_FILE, detector_spec
 from preprocess import align_face, create_detector, read_photo
-from toonify.generator import OnnxGenerator
-from toonify.signature import GeneratorSignature
+from toonify.generation.generator import OnnxGenerator
+from toonify.generation.signature import GeneratorSignature
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models"))

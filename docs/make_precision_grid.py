@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from model_store.build import calibration_faces, export_openvino_ir, held_out_faces, quantize_int8
-from toonify.generator import OnnxGenerator
-from toonify.signature import GeneratorSignature
+from toonify.generation.generator import OnnxGenerator
+from toonify.generation.signature import GeneratorSignature
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models"))
@@ -47,10 +47,12 @@ def main() -> None:
             export_openvino_ir(source, staging), signature, backend="openvino", precision="bf16"
         ),
         "int8": OnnxGenerator(
-            quantize_int8(source, signature, calibration_faces(512), staging), signature,
-            backend="openvino", precision="int8",
+            quantize_int8(source, signature, calibration_faces(512), staging),
+            signature,
+            backend="openvino",
+            precision="int8",
         ),
-    }  # fmt: skip
+    }
     faces = held_out_faces(512)
     columns = ["fp32", "bf16", "int8", "int8 - fp32, x8"]
     sheet = Image.new("RGB", (TILE * len(columns), (TILE + 18) * len(faces) + 18), "white")

@@ -16,7 +16,7 @@ import skimage.data
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from toonify.served import Served
+from tools.served import Served
 
 ROOT = Path(__file__).resolve().parents[1]
 SCREENS = {"desktop": {"width": 1100, "height": 900}, "phone": {"width": 360, "height": 740}}

@@ -36,7 +36,6 @@ from pathlib import Path
 import httpx
 import psutil
 
-from benchmarks.machine import describe_cpu
 from loadtest.photos import build_pool
 from loadtest.report import (
     compare_degrade,
@@ -48,7 +47,8 @@ from loadtest.report import (
     server_timing,
     summarise,
 )
-from toonify.served import Served
+from tools.machine import describe_cpu
+from tools.served import Served
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE_OF = {"day": "day", "smoke": "day", "capacity": "step", "overload": "constant"}
@@ -107,16 +107,38 @@ class MetricsSampler(threading.Thread):
 
 def locust_command(args, url: str, out: Path) -> list[str]:
     command = [
-        sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"),
-        "--headless", "--host", url, "--loglevel", "WARNING", "--only-summary",
-        "--csv", str(out / "locust"), "--csv-full-history", "--html", str(out / "report.html"),
-        "--requests-log", str(out / "requests"), "--user-rate", str(args.user_rate),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless",
+        "--host",
+        url,
+        "--loglevel",
+        "WARNING",
+        "--only-summary",
+        "--csv",
+        str(out / "locust"),
+        "--csv-full-history",
+        "--html",
+        str(out / "report.html"),
+        "--requests-log",
+        str(out / "requests"),
+        "--user-rate",
+        str(args.user_rate),
+    ]
     if args.mode in ("day", "smoke"):
         command += ["--rate-scale", str(args.rate_scale), "--day-minutes", str(args.day_minutes)]
     elif args.mode == "capacity":
-        command += ["--step-rate", str(args.step_rate), "--step-seconds", str(args.step_seconds),
-                    "--max-rate", str(args.max_rate)]  # fmt: skip
+        command += [
+            "--step-rate",
+            str(args.step_rate),
+            "--step-seconds",
+            str(args.step_seconds),
+            "--max-rate",
+            str(args.max_rate),
+        ]
     else:
         command += ["--rate", str(args.rate), "--duration-seconds", str(args.duration_seconds)]
     return command
@@ -150,8 +172,11 @@ def run(args) -> dict:
         subprocess.run(locust_command(args, url, out), cwd=ROOT, env=env, check=False)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         # What the load generator took of the same cores (the server's share is in the samples).
-        extra = {"loadgen_cpu_s": round(after.ru_utime + after.ru_stime
-                                        - before.ru_utime - before.ru_stime, 1)}  # fmt: skip
+        extra = {
+            "loadgen_cpu_s": round(
+                after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1
+            )
+        }
         # After an overload: how soon a lone request is back to its normal time.
         recovery = probe_recovery(url) if args.mode == "overload" else None
         extra |= fleet.report(load_records(out)) if fleet else {}
@@ -261,8 +286,10 @@ def run_degrade_comparison(args) -> dict:
             summaries[setting].append(run(variant))
             if setting not in first_records:  # the plot shows each setting's first round
                 first_records[setting] = load_records(folder)
-    comparison = compare_degrade(summaries) | {"machine": describe_cpu(), "options": {
-        k: v for k, v in vars(args).items() if k not in ("host", "out", "start")}}  # fmt: skip
+    comparison = compare_degrade(summaries) | {
+        "machine": describe_cpu(),
+        "options": {k: v for k, v in vars(args).items() if k not in ("host", "out", "start")},
+    }
     (out / "summary.json").write_text(json.dumps(comparison, indent=2) + "\n")
     (out / "summary.md").write_text(comparison_markdown(comparison, comparison["machine"]))
     plot_comparison(first_records, out)

@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import yaml
 
-from toonify.containers import IMAGE, image_exists, podman
+from tools.containers import IMAGE, image_exists, podman
+from tools.served import wait_for_200
 from toonify.cost import BillingMeter, cost_per_1000_images, profile_from_env
-from toonify.served import wait_for_200
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -93,8 +93,19 @@ class Fleet:
         limit = ["--cpus", str(self.cpus)] if self.cpus else []
         for name, port in self.instances.items():
             container = f"toonify-{name}-{self.port}"
-            podman("run", "-d", "--name", container, "--network", "host", *limit,
-                   "-e", f"PORT={port}", self.image, capture=True)  # fmt: skip
+            podman(
+                "run",
+                "-d",
+                "--name",
+                container,
+                "--network",
+                "host",
+                *limit,
+                "-e",
+                f"PORT={port}",
+                self.image,
+                capture=True,
+            )
             self.names.append(container)
         for port in self.instances.values():
             wait_for(f"http://127.0.0.1:{port}/readyz")
@@ -104,10 +115,14 @@ class Fleet:
         config = self.folder / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(self.instances)))
         self._spawn(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={self.folder / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.folder / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+            ],
             "prometheus.log",
-        )  # fmt: skip
+        )
         wait_for(f"{self.url}/readyz")
         wait_for(f"http://127.0.0.1:{self.prometheus_port}/-/ready")
         self.started = time.time()
@@ -122,8 +137,9 @@ class Fleet:
     def query(self, expression: str, at: float) -> float | None:
         answer = httpx.get(
             f"http://127.0.0.1:{self.prometheus_port}/api/v1/query",
-            params={"query": expression, "time": at}, timeout=30,
-        ).json()  # fmt: skip
+            params={"query": expression, "time": at},
+            timeout=30,
+        ).json()
         result = answer["data"]["result"]
         return float(result[0]["value"][1]) if result else None
 
@@ -134,9 +150,11 @@ class Fleet:
         window = f"{round(ended - self.started)}s"
         rule = PROMETHEUS / "rules.yml"
         expression = next(
-            r["expr"] for group in yaml.safe_load(rule.read_text())["groups"]
-            for r in group["rules"] if r.get("record") == "toonify:cost_per_1000_images_usd:5m"
-        )  # fmt: skip
+            r["expr"]
+            for group in yaml.safe_load(rule.read_text())["groups"]
+            for r in group["rules"]
+            if r.get("record") == "toonify:cost_per_1000_images_usd:5m"
+        )
         prometheus = self.query(expression.replace("[5m]", f"[{window}]"), ended)
         per_instance = {}
         for name in self.instances:

@@ -88,9 +88,14 @@ class PhotoUploader(HttpUser):
     def _send(self, upload, options: dict[str, str]) -> None:
         context = {"photo": upload.name, "mode": "+".join(options) or "default"}
         with self.client.post(
-            "/toonify", params=options, data=upload.data, name="/toonify", context=context,
-            catch_response=True, timeout=120,
-        ) as response:  # fmt: skip
+            "/toonify",
+            params=options,
+            data=upload.data,
+            name="/toonify",
+            context=context,
+            catch_response=True,
+            timeout=120,
+        ) as response:
             if response.status_code == 200:
                 response.success()
             elif response.status_code == 422 and not upload.has_face:

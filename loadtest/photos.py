@@ -12,8 +12,9 @@ from pathlib import Path
 import skimage.data
 from PIL import Image
 
-ASSETS = Path(os.environ.get(
-    "TOONIFY_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "models"))  # fmt: skip
+ASSETS = Path(
+    os.environ.get("TOONIFY_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "models")
+)
 
 
 @dataclass(frozen=True)

@@ -60,10 +60,13 @@ def binned(records: list[dict], t0: float, width: float) -> dict[str, np.ndarray
     p95 = np.array([np.percentile(v, 95) if v else np.nan for v in latencies])
     return {
         "t": (np.arange(count) + 0.5) * width,
-        "sent": sent / width, "ok": ok / width, "reduced": reduced / width,
+        "sent": sent / width,
+        "ok": ok / width,
+        "reduced": reduced / width,
         "rejected": rejected / width,
-        "p50": p50, "p95": p95,
-    }  # fmt: skip
+        "p50": p50,
+        "p95": p95,
+    }
 
 
 def capacity_from_steps(records, t0, step_seconds, step_rate, p95_bound) -> tuple[float, list]:
@@ -78,8 +81,15 @@ def capacity_from_steps(records, t0, step_seconds, step_rate, p95_bound) -> tupl
         p95 = float(np.percentile([r["latency"] for r in ok], 95)) if ok else math.inf
         kept_up = len(ok) >= 0.95 * len(rows) and p95 <= p95_bound
         offered = (index + 1) * step_rate
-        table.append({"offered": offered, "sent": len(rows), "ok": len(ok), "p95": round(p95, 3),
-                      "sustained": kept_up})  # fmt: skip
+        table.append(
+            {
+                "offered": offered,
+                "sent": len(rows),
+                "ok": len(ok),
+                "p95": round(p95, 3),
+                "sustained": kept_up,
+            }
+        )
         if kept_up:
             capacity = max(capacity, len(ok) / step_seconds)
         else:
@@ -219,13 +229,20 @@ def markdown(summary: dict) -> str:
         if key not in ("options", "steps", "recovery"):
             lines.append(f"| {key} | {value} |")
     if "recovery" in summary:
-        lines += ["", "Lone requests after the load stopped (server-side total ms):", "",
-                  "| seconds after | ms |", "|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "Lone requests after the load stopped (server-side total ms):",
+            "",
+            "| seconds after | ms |",
+            "|---|---|",
+        ]
         lines += [f"| {t} | {ms} |" for t, ms in summary["recovery"]]
     if "steps" in summary:
         lines += ["", "| offered/s | sent | ok | p95 s | sustained |", "|---|---|---|---|---|"]
-        lines += [f"| {s['offered']} | {s['sent']} | {s['ok']} | {s['p95']} | {s['sustained']} |"
-                  for s in summary["steps"]]  # fmt: skip
+        lines += [
+            f"| {s['offered']} | {s['sent']} | {s['ok']} | {s['p95']} | {s['sustained']} |"
+            for s in summary["steps"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -270,8 +287,13 @@ def compare_degrade(rounds: dict[str, list[dict]]) -> dict:
         "cost per 1000 answered lower": ratios["cost_per_1000_images"] < 1.0,
         "fewer refusals": on["rejected"] < off["rejected"],
     }
-    return {"mode": "overload, degrade off vs on", "off": off, "on": on, "ratios": ratios,
-            "goals_met": goals}  # fmt: skip
+    return {
+        "mode": "overload, degrade off vs on",
+        "off": off,
+        "on": on,
+        "ratios": ratios,
+        "goals_met": goals,
+    }
 
 
 def comparison_markdown(comparison: dict, machine: str = "") -> str:
@@ -279,8 +301,12 @@ def comparison_markdown(comparison: dict, machine: str = "") -> str:
     lines = [f"# {comparison['mode']}", ""]
     if machine:
         lines += [f"Machine: {machine}", ""]
-    lines += [f"Medians over {on['rounds']} round(s) each, alternating.", "",
-              "| figure | degrade off | degrade on | on / off |", "|---|---|---|---|"]  # fmt: skip
+    lines += [
+        f"Medians over {on['rounds']} round(s) each, alternating.",
+        "",
+        "| figure | degrade off | degrade on | on / off |",
+        "|---|---|---|---|",
+    ]
     ratio_of = {
         "achieved_rate_mean": "answered_images_per_s",
         "cost_per_1000_images_usd": "cost_per_1000_images",

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from toonify.generation.signature import GeneratorSignature
 from toonify.settings import SETTINGS
-from toonify.signature import GeneratorSignature
 
 from .build import (
     DETECTOR_FAMILIES,
@@ -46,8 +46,9 @@ def _quality(meta: dict) -> str:
     )
     chosen = choose_precision("auto", meta, SETTINGS.min_psnr_db)
     reduced = meta.get("reduced_psnr_db") or {}
-    sizes = ", ".join(f"{size} px ({psnr} dB against {meta['size']} px)" for size, psnr in
-                      reduced.items())  # fmt: skip
+    sizes = ", ".join(
+        f"{size} px ({psnr} dB against {meta['size']} px)" for size, psnr in reduced.items()
+    )
     return (
         f"lowest PSNR against fp32 on held-out real faces: {figures or 'not measured'}; "
         f"CPU precision at the {SETTINGS.min_psnr_db:g} dB bar: {chosen}\n"
@@ -107,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"registered {model.tag}")
         elif args.command == "build-twin":
             model = build_twin(args.size)
-            print(f"registered {model.tag}: COST TWIN, "
-                  f"{model.info.metadata['parameters']:,} parameters, output is noise")  # fmt: skip
+            print(
+                f"registered {model.tag}: COST TWIN, "
+                f"{model.info.metadata['parameters']:,} parameters, output is noise"
+            )
         elif args.command == "import-generator":
             signature = GeneratorSignature(
                 args.layout, args.value_range, args.size, args.channel_order

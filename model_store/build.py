@@ -16,8 +16,8 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from toonify.generator import OnnxGenerator, openvino_version, resize_batch
-from toonify.signature import GeneratorSignature
+from toonify.generation.generator import OnnxGenerator, openvino_version, resize_batch
+from toonify.generation.signature import GeneratorSignature
 
 from .load import FP16_MODEL, MODEL_FILE, OPENVINO_INT8_IR, OPENVINO_IR
 
@@ -386,8 +386,14 @@ def build_twin(size: int = 512, shape=None) -> bentoml.Model:
     model, parameters = build_cost_twin(shape=shape or TwinShape())
     with tempfile.TemporaryDirectory() as staging:
         path = Path(staging) / "cost_twin.onnx"
-        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                  location="cost_twin.weights", size_threshold=1024)  # fmt: skip
+        onnx.save(
+            model,
+            path,
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location="cost_twin.weights",
+            size_threshold=1024,
+        )
         return import_generator(
             path,
             "cost-twin",

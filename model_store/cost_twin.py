@@ -60,19 +60,35 @@ class _Builder(GraphBuilder):
 
     def conv(self, x: str, c_in: int, c_out: int, k: int, stride: int = 1, pad: int = 0) -> str:
         weight = self._weight((c_out, c_in, k, k), c_in * k * k)
-        return self.op("Conv", x, weight, self._bias(c_out), kernel_shape=[k, k],
-                       strides=[stride, stride], pads=[pad] * 4)  # fmt: skip
+        return self.op(
+            "Conv",
+            x,
+            weight,
+            self._bias(c_out),
+            kernel_shape=[k, k],
+            strides=[stride, stride],
+            pads=[pad] * 4,
+        )
 
     def up(self, x: str, c_in: int, c_out: int) -> str:
         weight = self._weight((c_in, c_out, 3, 3), c_in * 9)
-        return self.op("ConvTranspose", x, weight, self._bias(c_out), kernel_shape=[3, 3],
-                       strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1])  # fmt: skip
+        return self.op(
+            "ConvTranspose",
+            x,
+            weight,
+            self._bias(c_out),
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            output_padding=[1, 1],
+        )
 
     def norm(self, x: str, channels: int) -> str:
         # Without affine, as pix2pixHD's: scale and shift are constants, not parameters.
         ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
-        return self.op("InstanceNormalization", x, self.const(ones), self.const(zeros),
-                       epsilon=1e-5)  # fmt: skip
+        return self.op(
+            "InstanceNormalization", x, self.const(ones), self.const(zeros), epsilon=1e-5
+        )
 
     def norm_relu(self, x: str, channels: int) -> str:
         return self.op("Relu", self.norm(x, channels))

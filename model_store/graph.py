@@ -39,11 +39,12 @@ class GraphBuilder:
 
     def model(self, name: str, image: str, output: str, description: str) -> onnx.ModelProto:
         graph = helper.make_graph(
-            self.nodes, name,
+            self.nodes,
+            name,
             [helper.make_tensor_value_info(image, TensorProto.FLOAT, IMAGE_SHAPE)],
             [helper.make_tensor_value_info(output, TensorProto.FLOAT, IMAGE_SHAPE)],
             self.initializers,
-        )  # fmt: skip
+        )
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="toonify-serving"
         )

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import bentoml
 
-from toonify.generator import OnnxGenerator, pick_providers
-from toonify.signature import GeneratorSignature
+from toonify.generation.generator import OnnxGenerator, pick_providers
+from toonify.generation.signature import GeneratorSignature
 
 MODEL_FILE = "model.onnx"
 OPENVINO_IR = "openvino/model.xml"  # the same model for OpenVINO, weights stored in fp16

@@ -150,11 +150,18 @@ class _Graph(GraphBuilder):
     def resize_like(self, x: str, like: str) -> str:
         """``x`` resized (bilinear) to the height and width of ``like``; its own batch and
         channels kept."""
-        batch_channels = self.op("Slice", self.op("Shape", x), self.const(np.array([0], np.int64)),
-                                 self.const(np.array([2], np.int64)))  # fmt: skip
-        height_width = self.op("Slice", self.op("Shape", like),
-                               self.const(np.array([2], np.int64)),
-                               self.const(np.array([4], np.int64)))  # fmt: skip
+        batch_channels = self.op(
+            "Slice",
+            self.op("Shape", x),
+            self.const(np.array([0], np.int64)),
+            self.const(np.array([2], np.int64)),
+        )
+        height_width = self.op(
+            "Slice",
+            self.op("Shape", like),
+            self.const(np.array([2], np.int64)),
+            self.const(np.array([4], np.int64)),
+        )
         sizes = self.op("Concat", batch_channels, height_width, axis=0)
         return self.op("Resize", x, "", "", sizes, mode="linear")
 
@@ -164,25 +171,35 @@ class _Graph(GraphBuilder):
         normalised = (field + 0.5) / size * 2.0 - 1.0  # GridSample's units, align_corners=0
         grid = self.const(normalised.transpose(2, 0, 1)[None].astype(np.float32))  # 1,2,H,W
         shape = self.op("Shape", x)
-        batch = self.op("Slice", shape, self.const(np.array([0], np.int64)),
-                        self.const(np.array([1], np.int64)))  # fmt: skip
+        batch = self.op(
+            "Slice", shape, self.const(np.array([0], np.int64)), self.const(np.array([1], np.int64))
+        )
         resized = self.resize_like(grid, x)
         per_pixel = self.op("Transpose", resized, perm=[0, 2, 3, 1])  # 1,H,W,2
-        expanded = self.op("Expand", per_pixel, self.op(
-            "Concat", batch, self.const(np.array([1, 1, 2], np.int64)), axis=0
-        ))  # fmt: skip
-        return self.op("GridSample", x, expanded, mode="bilinear", padding_mode="border",
-                       align_corners=0)  # fmt: skip
+        expanded = self.op(
+            "Expand",
+            per_pixel,
+            self.op("Concat", batch, self.const(np.array([1, 1, 2], np.int64)), axis=0),
+        )
+        return self.op(
+            "GridSample", x, expanded, mode="bilinear", padding_mode="border", align_corners=0
+        )
 
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
 
 
 def build_toon_filter(
-    levels: int = 3, band_softness: float = 0.3, band_mix: float = 0.7, band_blur: float = 6.0,
-    saturation: float = 1.25, line_sigma: float = 1.0, line_threshold: float = 0.002,
-    line_gain: float = 80.0, line_darkness: float = 0.85,
-) -> onnx.ModelProto:  # fmt: skip
+    levels: int = 3,
+    band_softness: float = 0.3,
+    band_mix: float = 0.7,
+    band_blur: float = 6.0,
+    saturation: float = 1.25,
+    line_sigma: float = 1.0,
+    line_threshold: float = 0.002,
+    line_gain: float = 80.0,
+    line_darkness: float = 0.85,
+) -> onnx.ModelProto:
     """The graph. ``levels`` shading bands whose edges blend over ``band_softness`` of a band,
     mixed ``band_mix`` into the smooth shading; outlines where the difference of Gaussians
     (sigma ``line_sigma`` and 1.6x) falls below ``-line_threshold``."""
@@ -206,21 +223,31 @@ def build_toon_filter(
     edge = g.op("Div", g.op("Sub", within, g.scalar(1.0 - band_softness)), g.scalar(band_softness))
     ramp = g.op("Clip", edge, g.scalar(0.0), g.scalar(1.0))
     banded = g.op("Div", g.op("Add", g.op("Add", floor, g.scalar(0.5)), ramp), g.scalar(levels))
-    banded = g.op("Add", g.op("Mul", banded, g.scalar(band_mix)),
-                  g.op("Mul", luma, g.scalar(1.0 - band_mix)))  # fmt: skip
+    banded = g.op(
+        "Add", g.op("Mul", banded, g.scalar(band_mix)), g.op("Mul", luma, g.scalar(1.0 - band_mix))
+    )
     gain = g.op("Div", banded, g.op("Add", luma, g.scalar(0.02)))
     flat = g.op("Mul", smooth, g.op("Clip", gain, g.scalar(0.5), g.scalar(1.6)))
     flat_luma = g.op("Conv", flat, g.const(LUMA))
-    colourful = g.op("Add", flat_luma,
-                     g.op("Mul", g.op("Sub", flat, flat_luma), g.scalar(saturation)))  # fmt: skip
+    colourful = g.op(
+        "Add", flat_luma, g.op("Mul", g.op("Sub", flat, flat_luma), g.scalar(saturation))
+    )
 
     # Outlines: the dark side of a difference of Gaussians of the lightly smoothed picture.
     line_luma = g.op("Conv", lightly, g.const(LUMA))
     difference = g.op(
         "Sub", g.gaussian(line_luma, line_sigma), g.gaussian(line_luma, 1.6 * line_sigma)
     )
-    ink = g.op("Clip", g.op("Mul", g.op("Sub", g.op("Neg", difference), g.scalar(line_threshold)),
-                            g.scalar(line_gain)), g.scalar(0.0), g.scalar(1.0))  # fmt: skip
+    ink = g.op(
+        "Clip",
+        g.op(
+            "Mul",
+            g.op("Sub", g.op("Neg", difference), g.scalar(line_threshold)),
+            g.scalar(line_gain),
+        ),
+        g.scalar(0.0),
+        g.scalar(1.0),
+    )
     shade = g.op("Sub", g.scalar(1.0), g.op("Mul", ink, g.scalar(line_darkness)))
     drawn = g.op("Mul", colourful, shade)
 

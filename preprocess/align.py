@@ -103,8 +103,9 @@ def align_face(
     if shrink > 1:
         fx, fy = image.width / width, image.height / height
         region = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
-        image = image.resize((box[2] - box[0], box[3] - box[1]), Image.Resampling.LANCZOS,
-                             box=region)  # fmt: skip
+        image = image.resize(
+            (box[2] - box[0], box[3] - box[1]), Image.Resampling.LANCZOS, box=region
+        )
         quad -= box[0:2]
     elif box[2] - box[0] < image.width or box[3] - box[1] < image.height:
         image = image.crop(box)
@@ -145,9 +146,12 @@ def _sample_quad(image: Image.Image, quad: np.ndarray, size: int) -> Image.Image
     offset = corner + (right + down) * 0.5  # the first output pixel's centre, in photo pixels
     matrix = np.column_stack([right, down, offset])
     pixels = cv2.warpAffine(
-        np.asarray(image), matrix, (size, size),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-    )  # fmt: skip
+        np.asarray(image),
+        matrix,
+        (size, size),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+    )
     return Image.fromarray(pixels)
 
 

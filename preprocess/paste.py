@@ -28,9 +28,13 @@ def _photo_to_crop(face: AlignedFace, origin: tuple[int, int]) -> tuple[float, .
     corner = np.asarray(origin, dtype=np.float64) - 0.5
     u0, ux, uy = face.photo_to_crop(np.stack([corner, corner + (1, 0), corner + (0, 1)]))
     return (
-        ux[0] - u0[0], uy[0] - u0[0], u0[0],
-        ux[1] - u0[1], uy[1] - u0[1], u0[1],
-    )  # fmt: skip
+        ux[0] - u0[0],
+        uy[0] - u0[0],
+        u0[0],
+        ux[1] - u0[1],
+        uy[1] - u0[1],
+        u0[1],
+    )
 
 
 def paste_back(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from toonify.served import Served
+from tools.served import Served
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "models"))
@@ -82,13 +82,14 @@ def default_models():
 def learned_models(default_models):
     """AnimeGANv3 and SCRFD-2.5G from ../shared/models, imported as the README says."""
     from model_store.build import import_detector, import_generator
-    from toonify.signature import GeneratorSignature
+    from toonify.generation.signature import GeneratorSignature
 
     generator = import_generator(
-        asset("animeganv3_tiny_cute.onnx"), "animeganv3",
+        asset("animeganv3_tiny_cute.onnx"),
+        "animeganv3",
         GeneratorSignature(layout="NHWC", value_range=(-1.0, 1.0), size=512),
         licence="AnimeGANv3 author's terms: non-commercial use only",
-    )  # fmt: skip
+    )
     detector = import_detector(
         asset("scrfd_2.5g.onnx"), "scrfd-2.5g", "scrfd", "insightface: non-commercial research only"
     )
@@ -110,3 +111,14 @@ def serve(tmp_path_factory):
     yield start
     for server in started:
         server.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a served instance (through the ``serve`` fixture) is ``served``; one
+    that imports the real models from ../shared/models (their quality is measured) is ``slow``."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "serve" in fixtures:
+            item.add_marker(pytest.mark.served)
+        if "learned_models" in fixtures:
+            item.add_marker(pytest.mark.slow)

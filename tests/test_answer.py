@@ -11,7 +11,6 @@ from PIL import Image
 from pydantic import ValidationError
 
 from preprocess import ImageTooLarge, NoFaceFound, NotAnImage
-from toonify.answer import answer_size, encode_image, face_sheet
 from toonify.errors import (
     BY_CODE,
     GeneratorUnavailable,
@@ -22,6 +21,7 @@ from toonify.errors import (
     error_response,
     outcome,
 )
+from toonify.photos.answer_image import answer_size, encode_image, face_sheet
 from toonify.schema import OutputFormat, ToonifyOptions, describe_validation_error
 from toonify.settings import Settings
 
@@ -29,9 +29,16 @@ from toonify.settings import Settings
 def test_options_from_form_fields_decode_like_bentoml():
     assert ToonifyOptions.from_fields({}) == ToonifyOptions()
     options = ToonifyOptions.from_fields(
-        {"face_index": "2", "all_faces": "yes", "paste_back": "1", "format": "JPG", "size": "256",
-         "response": "json", "return_aligned": "true"}
-    )  # fmt: skip
+        {
+            "face_index": "2",
+            "all_faces": "yes",
+            "paste_back": "1",
+            "format": "JPG",
+            "size": "256",
+            "response": "json",
+            "return_aligned": "true",
+        }
+    )
     assert options.face_index == 2 and options.all_faces and options.paste_back
     assert options.format is OutputFormat.jpeg and options.size == 256
     # BentoML's own client sends JSON-encoded values: '"png"'
@@ -41,12 +48,17 @@ def test_options_from_form_fields_decode_like_bentoml():
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
-        ({"format": "gif"}, "format"), ({"size": "8"}, "size"), ({"size": "big"}, "size"),
-        ({"face_index": "-1"}, "face_index"), ({"all_faces": "maybe"}, "all_faces"),
-        ({"colour": "red"}, "colour: unknown option"), ({"response": "xml"}, "response"),
-        ({"quality": "0"}, "quality"), ({"format": "null"}, "format"),
+        ({"format": "gif"}, "format"),
+        ({"size": "8"}, "size"),
+        ({"size": "big"}, "size"),
+        ({"face_index": "-1"}, "face_index"),
+        ({"all_faces": "maybe"}, "all_faces"),
+        ({"colour": "red"}, "colour: unknown option"),
+        ({"response": "xml"}, "response"),
+        ({"quality": "0"}, "quality"),
+        ({"format": "null"}, "format"),
     ],
-)  # fmt: skip
+)
 def test_bad_options_are_refused_with_the_option_named(fields, named):
     with pytest.raises(ValidationError) as caught:
         ToonifyOptions.from_fields(fields)
@@ -94,11 +106,13 @@ def test_paste_back_keeps_the_aspect_and_fits_the_budget():
     options = ToonifyOptions(paste_back=True)
     assert answer_size(options, 2, (4000, 3000), 512, BUDGET) == (4000, 3000)
     assert answer_size(options.model_copy(update={"size": 1000}), 2, (4000, 3000), 512, BUDGET) == (
-        1000, 750,
-    )  # fmt: skip
+        1000,
+        750,
+    )
     assert answer_size(options.model_copy(update={"size": 4096}), 1, (800, 600), 512, BUDGET) == (
-        800, 600,
-    )  # never enlarged  # fmt: skip
+        800,
+        600,
+    )  # never enlarged
     width, height = answer_size(options, 1, (8000, 6000), 512, BUDGET)  # 48 MP phone photo
     assert width * height <= BUDGET and abs(width / height - 4 / 3) < 0.01
 
@@ -147,3 +161,10 @@ def test_settings_from_environment():
     assert Settings.from_env({"TOONIFY_MAX_IN_FLIGHT": "4"}).max_receiving == 16
     with pytest.raises(ValueError, match="TOONIFY_MAX_BATCH_SIZE"):
         Settings.from_env({"TOONIFY_MAX_BATCH_SIZE": "many"})
+
+
+def test_a_misspelt_setting_is_refused_and_other_readers_names_pass():
+    with pytest.raises(ValueError, match="unknown setting TOONIFY_MAX_INFLIGHT"):
+        Settings.from_env({"TOONIFY_MAX_INFLIGHT": "4"})
+    readers = {"TOONIFY_COST_PROFILE": "custom", "TOONIFY_TEST_ASSETS": "/x", "PATH": "/bin"}
+    assert Settings.from_env(readers) == Settings()

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 
-from toonify.batching import Batcher
 from toonify.errors import Timeout
+from toonify.generation.batching import Batcher
 
 
 def crops(count: int, side: int, value: int) -> np.ndarray:
@@ -43,8 +43,14 @@ async def send_all(batcher: Batcher, model: Recorder, jobs: list[np.ndarray], de
 def test_crops_of_two_sizes_go_in_batches_of_one_size_in_arrival_order():
     model = Recorder()
     batcher = Batcher(model, max_batch=8)
-    jobs = [crops(1, 512, 1), crops(1, 256, 2), crops(2, 512, 3), crops(1, 256, 4),
-            crops(1, 512, 5), crops(3, 256, 6)]  # fmt: skip
+    jobs = [
+        crops(1, 512, 1),
+        crops(1, 256, 2),
+        crops(2, 512, 3),
+        crops(1, 256, 4),
+        crops(1, 512, 5),
+        crops(3, 256, 6),
+    ]
     results = asyncio.run(send_all(batcher, model, jobs, time.time() + 60))
     # The first runs alone; then the oldest waiting job's size, with every later job of its
     # size; then the other size.

@@ -15,9 +15,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from toonify.served import Served, build_bento
+from tools.served import Served, build_bento
 
 from .conftest import ROOT
+
+pytestmark = [pytest.mark.container, pytest.mark.served]
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,13 @@ def bento(default_models, tmp_path_factory) -> Path:
     built = build_bento()
     archive = tmp_path_factory.mktemp("export") / "toonify.bento"
     tag = f"toonify:{built.name}"
-    subprocess.run([sys.executable, "-m", "bentoml", "export", tag, str(archive)],
-                   cwd=ROOT, check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "bentoml", "export", tag, str(archive)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     unpacked = tmp_path_factory.mktemp("bento")
     with tarfile.open(archive) as bundle:
         bundle.extractall(unpacked, filter="data")
@@ -39,19 +46,34 @@ def test_built_bento_serves_from_a_fresh_environment(bento, tmp_path, astronaut)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     install = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r",
-         str(bento / "env" / "python" / "requirements.txt")],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "-r",
+            str(bento / "env" / "python" / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert install.returncode == 0, install.stderr[-3000:]
 
     empty_store = tmp_path / "bentoml-home"  # models must come from the bento itself
-    env = {"BENTOML_HOME": str(empty_store), "PYTHONPATH": "", "VIRTUAL_ENV": str(venv),
-           "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}  # fmt: skip
+    env = {
+        "BENTOML_HOME": str(empty_store),
+        "PYTHONPATH": "",
+        "VIRTUAL_ENV": str(venv),
+        "PATH": f"{venv / 'bin'}:{os.environ['PATH']}",
+    }
     server = Served(
-        env, tmp_path / "serve.log", cwd=tmp_path,
+        env,
+        tmp_path / "serve.log",
+        cwd=tmp_path,
         command=[str(venv / "bin" / "python"), "-m", "bentoml", "serve", str(bento)],
-    )  # fmt: skip
+    )
     try:
         buffer = io.BytesIO()
         astronaut.save(buffer, "JPEG", quality=90)

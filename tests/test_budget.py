@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from toonify.budget import fleet_cap
+from tools.budget import fleet_cap
 from toonify.cost import PriceProfile, load_profiles
 
 from .conftest import ROOT
@@ -59,8 +59,13 @@ def test_nonsense_is_refused():
 
 def test_the_command_prints_max_scale_and_whether_the_peak_fits():
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "toonify.budget", *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "tools.budget", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     done = run("--usd-per-hour", "0.5", "--capacity", "4.5", "--profile", "cloudrun-2020")
     assert done.returncode == 0, done.stderr
@@ -68,8 +73,16 @@ def test_the_command_prints_max_scale_and_whether_the_peak_fits():
     assert "25,000 images/h fits" in done.stdout
     tight = run("--usd-per-hour", "0.25", "--capacity", "4.5", "--profile", "cloudrun-2020")
     assert "= 1" in tight.stdout and "does not fit" in tight.stdout
-    one = run("--usd-per-hour", "0.25", "--capacity", "4.5", "--reduced-capacity", "9",
-              "--profile", "cloudrun-2020")  # fmt: skip
+    one = run(
+        "--usd-per-hour",
+        "0.25",
+        "--capacity",
+        "4.5",
+        "--reduced-capacity",
+        "9",
+        "--profile",
+        "cloudrun-2020",
+    )
     assert "= 1" in one.stdout and "up to 32,400 images/h for the same" in one.stdout
     assert "25,000 images/h fits at the reduced level" in one.stdout
     poor = run("--usd-per-hour", "0.1", "--capacity", "4.5", "--profile", "cloudrun-2020")

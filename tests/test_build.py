@@ -6,11 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
-from toonify.served import build_bento
+from tools.served import build_bento
 
 from .conftest import ROOT
+
+pytestmark = pytest.mark.slow  # bentoml build, hadolint
 
 
 def test_bentoml_build_packs_service_and_models(default_models):
@@ -19,7 +22,7 @@ def test_bentoml_build_packs_service_and_models(default_models):
     assert {model["tag"].split(":")[0] for model in info["models"]} >= {"toon-filter", "mtcnn"}
     for source in [
         "service.py",
-        "toonify/generator.py",
+        "toonify/generation/generator.py",
         "toonify/cost_profiles.json",
         "preprocess/detectors/mtcnn.py",
         "model_store/load.py",
@@ -38,8 +41,12 @@ def test_bentoml_build_packs_service_and_models(default_models):
 
 def hadolint(dockerfile: Path) -> subprocess.CompletedProcess:
     binary = Path(sys.executable).with_name("hadolint")
-    return subprocess.run([str(binary), "--config", str(ROOT / ".hadolint.yaml"), str(dockerfile)],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [str(binary), "--config", str(ROOT / ".hadolint.yaml"), str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_generated_dockerfile_passes_hadolint_and_runs_as_non_root(default_models):
@@ -63,8 +70,10 @@ def gpu_bentofile(tmp_path: Path) -> str:
     """The GPU variant as `make build-gpu` writes it: bentofile.yaml plus deploy/gpu/overrides."""
     written = subprocess.run(
         [sys.executable, str(ROOT / "deploy" / "gpu" / "bentofile.py")],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     path = ROOT / "build" / f"bentofile.gpu.{tmp_path.name}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(written.stdout)
@@ -81,12 +90,15 @@ def test_gpu_bento_swaps_the_runtime_and_base_image(default_models, tmp_path):
     assert hadolint(bento / "env" / "docker" / "Dockerfile").returncode == 0
     info = yaml.safe_load((bento / "bento.yaml").read_text())
     assert {e["name"]: e["value"] for e in info["envs"]}["TOONIFY_BACKEND"] == "onnxruntime"
-    assert (bento / "src" / "toonify" / "generator.py").is_file()  # the same sources
+    assert (bento / "src" / "toonify" / "generation" / "generator.py").is_file()  # the same sources
 
 
 def test_gpu_lock_differs_from_the_cpu_lock_only_in_the_runtime():
     cpu_lock = set((ROOT / "requirements.txt").read_text().splitlines()[1:])
     gpu_lock = set((ROOT / "requirements-gpu.txt").read_text().splitlines()[1:])
-    assert cpu_lock - gpu_lock == {"onnxruntime==1.31.1", "openvino==2026.4.1",
-                                   "openvino-telemetry==2025.2.0"}  # fmt: skip
+    assert cpu_lock - gpu_lock == {
+        "onnxruntime==1.31.1",
+        "openvino==2026.4.1",
+        "openvino-telemetry==2025.2.0",
+    }
     assert gpu_lock - cpu_lock == {"onnxruntime-gpu==1.31.1"}

@@ -13,9 +13,11 @@ import sys
 
 import pytest
 
-from toonify.containers import IMAGE, available, image_exists
+from tools.containers import IMAGE, available, image_exists
 
 from .conftest import ROOT
+
+pytestmark = pytest.mark.container
 
 
 def test_the_image_serves_non_root_read_only_and_drains_on_sigterm():
@@ -26,8 +28,10 @@ def test_the_image_serves_non_root_read_only_and_drains_on_sigterm():
         pytest.skip(f"no {IMAGE}: `make container` builds it (CI does, before the tests)")
     run = subprocess.run(
         [sys.executable, str(ROOT / "deploy" / "container" / "check.py")],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     result = json.loads((ROOT / "build" / "container-check.json").read_text())
     assert result["user"] == "1034" and result["healthcheck"] == 0
@@ -47,10 +51,27 @@ def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
     if not image_exists(IMAGE):
         pytest.skip(f"no {IMAGE}: `make container` builds it (CI does, before the tests)")
     run = subprocess.run(
-        [sys.executable, "-m", "loadtest", "day", "--fleet", "2", "--rate-scale", "0.1",
-         "--day-minutes", "0.5", "--user-rate", "0.2", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "day",
+            "--fleet",
+            "2",
+            "--rate-scale",
+            "0.1",
+            "--day-minutes",
+            "0.5",
+            "--user-rate",
+            "0.2",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["instances"] == 2 and summary["unanswered"] == 0

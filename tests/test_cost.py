@@ -66,12 +66,20 @@ def test_profiles_are_data_and_custom_comes_from_the_environment():
     profiles = load_profiles()
     assert {"cloudrun-2020", "cloudrun-2026", "h100-hourly", "l4-hourly"} <= set(profiles)
     assert profile_from_env({}).name == "cloudrun-2020"
-    assert profile_from_env({"TOONIFY_COST_PROFILE": "h100-hourly",
-                             "TOONIFY_COST_HOURLY_USD": "2.5"}).hourly_usd == 2.5  # fmt: skip
-    custom = profile_from_env({
-        "TOONIFY_COST_PROFILE": "custom", "TOONIFY_COST_BILLING": "request",
-        "TOONIFY_COST_VCPU_SECOND_USD": "0.00001", "TOONIFY_COST_GRANULARITY_S": "1",
-    })  # fmt: skip
+    assert (
+        profile_from_env(
+            {"TOONIFY_COST_PROFILE": "h100-hourly", "TOONIFY_COST_HOURLY_USD": "2.5"}
+        ).hourly_usd
+        == 2.5
+    )
+    custom = profile_from_env(
+        {
+            "TOONIFY_COST_PROFILE": "custom",
+            "TOONIFY_COST_BILLING": "request",
+            "TOONIFY_COST_VCPU_SECOND_USD": "0.00001",
+            "TOONIFY_COST_GRANULARITY_S": "1",
+        }
+    )
     assert custom == PriceProfile("custom", "request", vcpu_second_usd=0.00001, granularity_s=1)
     with pytest.raises(ValueError, match="unknown cost profile"):
         profile_from_env({"TOONIFY_COST_PROFILE": "aws-2030"})

@@ -219,8 +219,9 @@ def test_orientation_maps_upright_pixels_to_where_they_are_stored(astronaut, ori
     stored = np.ascontiguousarray(STORED_FROM_DISPLAY[orientation](display))
     height, width = stored.shape[:2]
     rng = np.random.default_rng(orientation)
-    points = np.column_stack([rng.integers(0, display.shape[1], 200),
-                              rng.integers(0, display.shape[0], 200)])  # fmt: skip
+    points = np.column_stack(
+        [rng.integers(0, display.shape[1], 200), rng.integers(0, display.shape[0], 200)]
+    )
     mapped = Orientation(orientation).to_stored(points, (width, height)).round().astype(int)
     np.testing.assert_array_equal(
         stored[mapped[:, 1], mapped[:, 0]], display[points[:, 1], points[:, 0]]

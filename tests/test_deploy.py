@@ -89,6 +89,10 @@ def test_cloud_run_service_matches_the_seed_and_the_service():
     assert settings.degraded_max_in_flight > settings.max_in_flight  # with a reduced level
     assert main["startupProbe"]["httpGet"]["path"] == "/readyz"
     # Cloud Run's container is a Kubernetes container: validate it as one, in a Pod.
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "cloudrun"},
-           "spec": {"containers": [{"name": "toonify", **main}]}}  # fmt: skip
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "cloudrun"},
+        "spec": {"containers": [{"name": "toonify", **main}]},
+    }
     kubernetes_validate.validate(pod, VERSION, strict=True)

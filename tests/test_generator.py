@@ -7,8 +7,8 @@ import onnx
 import pytest
 
 from model_store.toon_filter import build_toon_filter
-from toonify.generator import OnnxGenerator, pick_providers
-from toonify.signature import GeneratorSignature
+from toonify.generation.generator import OnnxGenerator, pick_providers
+from toonify.generation.signature import GeneratorSignature
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,12 @@ def test_signature_conventions_are_the_documented_ones():
 
 
 def test_signature_rejects_nonsense():
-    for bad in [dict(layout="CHW"), dict(channel_order="RGBA"), dict(value_range=(1.0, 1.0)),
-                dict(size=4)]:  # fmt: skip
+    for bad in [
+        dict(layout="CHW"),
+        dict(channel_order="RGBA"),
+        dict(value_range=(1.0, 1.0)),
+        dict(size=4),
+    ]:
         with pytest.raises(ValueError):
             GeneratorSignature(**bad)
     signature = GeneratorSignature("NHWC", (0.0, 255.0), 256, "BGR")
@@ -151,7 +155,7 @@ def test_precision_follows_the_measured_psnr():
 
 
 def test_gpu_providers_come_first_and_tensorrt_gets_fp16_and_a_cache(monkeypatch, tmp_path):
-    from toonify import generator
+    from toonify.generation import generator
 
     everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(generator.ort, "get_available_providers", lambda: everything)

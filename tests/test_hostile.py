@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from loadtest.photos import phone_jpeg
-from toonify.served import hammering, scrape
+from tools.served import hammering, scrape
 
 from .conftest import insightface_image
 
@@ -148,8 +148,9 @@ def test_an_amplifying_request_is_refused_before_generation(server):
     before = scrape(server.url).get('toonify_stage_seconds_count{stage="generate"}', 0)
     response = httpx.post(
         f"{server.url}/toonify?all_faces=true&return_aligned=true&size=4096&format=png",
-        content=t1, timeout=60,
-    )  # fmt: skip
+        content=t1,
+        timeout=60,
+    )
     assert response.status_code == 413 and response.json()["error"] == "output_too_large"
     assert "MP" in response.json()["detail"]
     after = scrape(server.url).get('toonify_stage_seconds_count{stage="generate"}', 0)
@@ -186,9 +187,11 @@ MALFORMED = {
 @pytest.mark.parametrize("name", list(MALFORMED))
 def test_malformed_multipart_is_a_400_in_json(server, name):
     response = httpx.post(
-        f"{server.url}/toonify", content=MALFORMED[name],
-        headers={"content-type": "multipart/form-data; boundary=XyZ"}, timeout=30,
-    )  # fmt: skip
+        f"{server.url}/toonify",
+        content=MALFORMED[name],
+        headers={"content-type": "multipart/form-data; boundary=XyZ"},
+        timeout=30,
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"] in ("bad_request", "bad_option", "not_an_image")
 
@@ -216,10 +219,14 @@ def test_a_multi_picture_jpeg_from_a_phone_is_toonified(server, astronaut):
 def test_a_lone_request_after_an_overload_does_not_wait_for_company(server, astronaut):
     photo = encoded(astronaut)
     with ThreadPoolExecutor(12) as pool:
-        statuses = list(pool.map(
-            lambda _: httpx.post(f"{server.url}/toonify", content=photo, timeout=120).status_code,
-            range(24),
-        ))  # fmt: skip
+        statuses = list(
+            pool.map(
+                lambda _: (
+                    httpx.post(f"{server.url}/toonify", content=photo, timeout=120).status_code
+                ),
+                range(24),
+            )
+        )
     assert 200 in statuses and set(statuses) <= {200, 503}
     lone = httpx.post(f"{server.url}/toonify", content=photo, timeout=60)
     assert lone.status_code == 200
@@ -238,8 +245,12 @@ def test_a_request_past_its_deadline_gets_a_json_504(serve, default_models, astr
         time.sleep(1.5)  # the upload itself uses up the request's time
         yield photo[1000:]
 
-    response = httpx.post(f"{quick.url}/toonify", content=late_body(), timeout=30,
-                          headers={"content-length": str(len(photo))})  # fmt: skip
+    response = httpx.post(
+        f"{quick.url}/toonify",
+        content=late_body(),
+        timeout=30,
+        headers={"content-length": str(len(photo))},
+    )
     assert response.status_code == 504, response.text
     assert response.json()["error"] == "timeout" and response.headers["retry-after"]
 
@@ -307,10 +318,11 @@ def test_sigterm_answers_every_request_in_flight(serve, default_models):
     photo = phone_jpeg(Image.open(insightface_image("t1.jpg")))
     with ThreadPoolExecutor(6) as pool:
         futures = [
-            pool.submit(httpx.post, f"{server.url}/toonify?paste_back=true", content=photo,
-                        timeout=120)
+            pool.submit(
+                httpx.post, f"{server.url}/toonify?paste_back=true", content=photo, timeout=120
+            )
             for _ in range(6)
-        ]  # fmt: skip
+        ]
         time.sleep(0.8)  # all six are in, some being decoded, some at the generator
         stopping = time.monotonic()
         os.killpg(server.process.pid, signal.SIGTERM)  # what `docker stop` and Kubernetes do

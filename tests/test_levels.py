@@ -43,9 +43,13 @@ def test_no_reduced_level_when_off_or_when_the_generator_cannot_run_smaller():
 
 def test_the_bounds_are_settings():
     settings = Settings.from_env(
-        {"TOONIFY_MAX_IN_FLIGHT": "3", "TOONIFY_DEGRADED_MAX_IN_FLIGHT": "10",
-         "TOONIFY_DEGRADED_SIZE": "384", "TOONIFY_RETRY_AFTER_S": "3"}
-    )  # fmt: skip
+        {
+            "TOONIFY_MAX_IN_FLIGHT": "3",
+            "TOONIFY_DEGRADED_MAX_IN_FLIGHT": "10",
+            "TOONIFY_DEGRADED_SIZE": "384",
+            "TOONIFY_RETRY_AFTER_S": "3",
+        }
+    )
     ladder = Ladder.of(settings, SIZES_WITH_256)
     assert (ladder.full_bound, ladder.reduced_bound) == (3, 10)
     assert levels_up_to(ladder, 11).count(Level.reduced) == 7

@@ -21,8 +21,15 @@ def ticks(shape: str, seconds: list[float], **options) -> list:
 
     In a subprocess: importing Locust monkey-patches the interpreter with gevent.
     """
-    settings = {"user_rate": 0.05, "rate_scale": 1.0, "day_minutes": 10.0, "step_rate": 0.5,
-                "step_seconds": 30.0, "max_rate": 12.0, **options}  # fmt: skip
+    settings = {
+        "user_rate": 0.05,
+        "rate_scale": 1.0,
+        "day_minutes": 10.0,
+        "step_rate": 0.5,
+        "step_seconds": 30.0,
+        "max_rate": 12.0,
+        **options,
+    }
     script = textwrap.dedent(f"""
         import json, types
         from loadtest.shapes import {shape}
@@ -36,8 +43,14 @@ def ticks(shape: str, seconds: list[float], **options) -> list:
             results.append(shape.tick())
         print(json.dumps(results))
     """)
-    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, check=True)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
@@ -84,8 +97,10 @@ def test_summary_counts_rejections_and_no_face_answers():
     records = [record(i * 0.1, 0.3) for i in range(50)]
     records += [record(5 + i * 0.1, 0.02, 503) for i in range(20)]
     records += [record(7, 0.2, 422, photo="coffee-no-face.jpg")]
-    samples = [{"t": 0, "usd": 0.0, "ok": 0, "gauge": 0, "profile": "p"},
-               {"t": 9, "usd": 0.001, "ok": 51, "gauge": 0.02, "profile": "p"}]  # fmt: skip
+    samples = [
+        {"t": 0, "usd": 0.0, "ok": 0, "gauge": 0, "profile": "p"},
+        {"t": 9, "usd": 0.001, "ok": 51, "gauge": 0.02, "profile": "p"},
+    ]
     summary = summarise("overload", records, samples, {"bin_seconds": 1.0})
     assert summary["ok"] == 51 and summary["rejected"] == 20
     assert summary["status_counts"] == {"200": 50, "503": 20, "422": 1}
@@ -97,12 +112,15 @@ def test_summary_counts_rejections_and_no_face_answers():
 def overload_run(answered: int, reduced: int, refused: int, cpu_s: float, usd: float) -> dict:
     """The summary of a 10 s overload run: ``answered`` images (``reduced`` of them at the
     reduced level) and ``refused`` 503s, with the server's CPU and bill from its samples."""
-    records = [record(i * 10 / answered, 0.5) | {"level": "reduced" if i < reduced else "full"}
-               for i in range(answered)]  # fmt: skip
+    records = [
+        record(i * 10 / answered, 0.5) | {"level": "reduced" if i < reduced else "full"}
+        for i in range(answered)
+    ]
     records += [record(i * 10 / refused, 0.01, 503) for i in range(refused)]
-    samples = [{"t": 0, "usd": 0.0, "ok": 0, "gauge": 0, "profile": "p", "cpu_s": 100.0},
-               {"t": 10, "usd": usd, "ok": answered, "gauge": 0, "profile": "p",
-                "cpu_s": 100.0 + cpu_s}]  # fmt: skip
+    samples = [
+        {"t": 0, "usd": 0.0, "ok": 0, "gauge": 0, "profile": "p", "cpu_s": 100.0},
+        {"t": 10, "usd": usd, "ok": answered, "gauge": 0, "profile": "p", "cpu_s": 100.0 + cpu_s},
+    ]
     return summarise("overload", sorted(records, key=lambda r: r["t"]), samples, {})
 
 
@@ -112,8 +130,9 @@ def test_degrade_comparison_takes_medians_and_ratios():
     assert on[0]["ok_by_level"] == {"full": 10, "reduced": 80}
     assert on[0]["server_cpu_s_per_image"] == pytest.approx(19.8 / 90, abs=1e-4)
     comparison = compare_degrade({"off": off, "on": on})
-    assert comparison["off"]["achieved_rate_mean"] == pytest.approx(np.median(
-        [r["achieved_rate_mean"] for r in off]))  # fmt: skip
+    assert comparison["off"]["achieved_rate_mean"] == pytest.approx(
+        np.median([r["achieved_rate_mean"] for r in off])
+    )
     assert comparison["on"]["rejected"] == 32 and comparison["off"]["rejected"] == 75
     assert comparison["ratios"]["answered_images_per_s"] == pytest.approx(
         comparison["on"]["achieved_rate_mean"] / comparison["off"]["achieved_rate_mean"], abs=1e-3
@@ -121,9 +140,11 @@ def test_degrade_comparison_takes_medians_and_ratios():
     assert 2.0 < comparison["ratios"]["answered_images_per_s"] < 2.2
     # The same bill over twice the images: half the cost per 1000.
     assert comparison["ratios"]["cost_per_1000_images"] == pytest.approx(42 / 88, abs=2e-3)
-    assert comparison["goals_met"] == {"answered_images_per_s >= 2x": True,
-                                       "cost per 1000 answered lower": True,
-                                       "fewer refusals": True}  # fmt: skip
+    assert comparison["goals_met"] == {
+        "answered_images_per_s >= 2x": True,
+        "cost per 1000 answered lower": True,
+        "fewer refusals": True,
+    }
     table = comparison_markdown(comparison, "some CPU")
     assert "Machine: some CPU" in table and "| refused | 75 | 32 | 0.427 |" in table
     short = compare_degrade({"off": off, "on": [overload_run(60, 50, 60, 19.0, 0.0004)]})
@@ -134,8 +155,11 @@ def test_smoke_run_against_a_real_service(serve, default_models, tmp_path):
     server = serve()
     run = subprocess.run(
         [sys.executable, "-m", "loadtest", "smoke", "--host", server.url, "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     # A 30 s day at 0.15 of the rate offers ~14 uploads (Poisson), 12 MP phone photos included.

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from toonify.served import scrape
+from tools.served import scrape
 
 from .conftest import ROOT
 

@@ -23,7 +23,7 @@ from model_store.build import (
     sha256_of,
 )
 from preprocess import create_detector
-from toonify.signature import GeneratorSignature
+from toonify.generation.signature import GeneratorSignature
 
 from .conftest import ROOT, asset
 
@@ -69,10 +69,11 @@ def _shrinking_model(path):
     """A model that runs but halves the image: not a generator of the declared size."""
     node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
     graph = helper.make_graph(
-        [node], "half",
+        [node],
+        "half",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "h", "w"])],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, path)
@@ -93,19 +94,34 @@ def test_signature_mismatch_and_missing_files_are_refused(tmp_path):
 
 def test_cli_reports_errors_in_one_line(tmp_path):
     run = subprocess.run(
-        [sys.executable, "-m", "model_store", "import-generator", str(tmp_path / "no.onnx"),
-         "--name", "x", "--licence", "x"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "model_store",
+            "import-generator",
+            str(tmp_path / "no.onnx"),
+            "--name",
+            "x",
+            "--licence",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert run.returncode == 2
     assert run.stderr.strip().startswith("error: no such model file")
 
 
 def test_cli_lists_models(default_models):
     run = subprocess.run(
-        [sys.executable, "-m", "model_store", "list"], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-m", "model_store", "list"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         timeout=120,
-    )  # fmt: skip
+    )
     assert run.returncode == 0
     assert "toon-filter:" in run.stdout and "detector mtcnn" in run.stdout
 
@@ -121,6 +137,7 @@ def test_import_measures_bf16_quality_on_real_faces(default_models, learned_mode
     assert (Path(animegan.path) / "openvino" / "model.xml").is_file()
 
 
+@pytest.mark.slow  # builds the seed's pix2pixHD
 def test_cost_twin_has_the_seed_architecture():
     from model_store.cost_twin import EXPECTED_PARAMETERS, build_cost_twin
 
@@ -135,6 +152,7 @@ def test_cost_twin_has_the_seed_architecture():
     assert "COST TWIN" in model.doc_string
 
 
+@pytest.mark.slow  # builds the seed's pix2pixHD
 def test_build_twin_labels_it_everywhere(tmp_path):
     from model_store.build import build_twin
     from model_store.cost_twin import TwinShape
@@ -169,9 +187,12 @@ def small_generator(path: Path, outlier: float = 1.0, fixed_size: int | None = N
     ]
     image = ["N", 3, fixed_size or "H", fixed_size or "W"]
     graph = helper.make_graph(
-        nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)], weights,
-    )  # fmt: skip
+        nodes,
+        "small",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)],
+        weights,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.save(model, path)
@@ -186,11 +207,19 @@ def test_import_measures_the_smaller_sizes_a_model_runs_at(default_models, tmp_p
     assert meta["reduced_sizes"] == [384, 256, 128]
     quality = meta["reduced_psnr_db"]
     assert 10 < quality["128"] < quality["256"] < quality["384"] < 60  # less detail when smaller
-    loose = import_generator(small_generator(tmp_path / "loose.onnx"), "small-loose",
-                             GeneratorSignature(size=256), "test")  # fmt: skip
+    loose = import_generator(
+        small_generator(tmp_path / "loose.onnx"),
+        "small-loose",
+        GeneratorSignature(size=256),
+        "test",
+    )
     assert loose.info.metadata["reduced_sizes"] == [192, 128, 64]
-    fixed = import_generator(small_generator(tmp_path / "fixed.onnx", fixed_size=256),
-                             "small-fixed", GeneratorSignature(size=256), "test")  # fmt: skip
+    fixed = import_generator(
+        small_generator(tmp_path / "fixed.onnx", fixed_size=256),
+        "small-fixed",
+        GeneratorSignature(size=256),
+        "test",
+    )
     assert fixed.info.metadata["reduced_sizes"] == []
     assert fixed.info.metadata["reduced_psnr_db"] == {}
 
@@ -204,9 +233,11 @@ def test_int8_is_measured_at_import_and_refused_when_it_would_show(tmp_path):
     signature = GeneratorSignature(size=256)
     good = import_generator(small_generator(tmp_path / "good.onnx"), "small", signature, "test")
     damaged = import_generator(
-        small_generator(tmp_path / "damaged.onnx", outlier=2000.0), "small-damaged", signature,
+        small_generator(tmp_path / "damaged.onnx", outlier=2000.0),
+        "small-damaged",
+        signature,
         "test",
-    )  # fmt: skip
+    )
     good_psnr = good.info.metadata["int8_psnr_db"]
     damaged_psnr = damaged.info.metadata["int8_psnr_db"]
     assert good_psnr >= 35 > damaged_psnr, (good_psnr, damaged_psnr)

@@ -11,10 +11,19 @@ import pytest
 
 from .conftest import insightface_image
 
+pytestmark = [pytest.mark.browser, pytest.mark.served]
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Flags for a sandboxed machine with no outside network (see .ci/run, which installs Chromium).
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync",
-         "--disable-component-update", "--no-first-run", "--disable-quic"]  # fmt: skip
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-sync",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +93,9 @@ def upload_through(browser, url, route, tmp_path, astronaut):
     return page
 
 
-def test_page_waits_out_a_busy_service_and_tries_again(browser, page_url, serve, tmp_path,
-                                                       astronaut):  # fmt: skip
+def test_page_waits_out_a_busy_service_and_tries_again(
+    browser, page_url, serve, tmp_path, astronaut
+):
     """The first upload reaches an instance with every slot taken (its real 503 + Retry-After);
     the page says it is busy, waits as told and its retry, to the normal instance, succeeds."""
     full = serve(max_in_flight=0, retry_after_s=2)  # started and ready

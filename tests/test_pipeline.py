@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocess import NoFaceFound
+from preprocess import NoFaceFound, NotAnImage
 from preprocess.pipeline import prepare_photo, select_faces
 from toonify.levels import Level
-from toonify.photos import PhotoPipeline
+from toonify.photos.worker import PhotoWork
 from toonify.schema import ToonifyOptions, Toons
 from toonify.settings import Settings
 
@@ -28,9 +28,12 @@ def png_bytes(image: Image.Image) -> bytes:
 def toons_of(pixels: np.ndarray) -> Toons:
     """What the generator would answer for these crops, made at their size."""
     return Toons(
-        pixels=pixels, queued_s=0.0, generate_s=0.0, batch_size=len(pixels),
+        pixels=pixels,
+        queued_s=0.0,
+        generate_s=0.0,
+        batch_size=len(pixels),
         generated_size=pixels.shape[1],
-    )  # fmt: skip
+    )
 
 
 def jpeg_bytes(image: Image.Image) -> bytes:
@@ -60,7 +63,7 @@ def test_face_selection(detectors, t1_photo):
 
 
 def test_the_photo_is_decoded_once_and_kept_for_paste_back(detectors, t1_photo):
-    pipeline = PhotoPipeline(detectors("mtcnn"), Settings())
+    pipeline = PhotoWork(detectors("mtcnn"), Settings())
     job = pipeline.prepare(png_bytes(t1_photo), ToonifyOptions(paste_back=True, format="png"))
     assert job.prepared.size == t1_photo.size and job.answer_size == t1_photo.size
     black = np.zeros_like(job.crops)
@@ -72,9 +75,15 @@ def test_the_photo_is_decoded_once_and_kept_for_paste_back(detectors, t1_photo):
         nose_x, nose_y = face.landmarks[2].astype(int)
         assert pasted[nose_y, nose_x].max() < 10  # the black toon is in, at full resolution
     assert set(result.timings) == {
-        "decode", "orient", "detect", "align", "generator_queue", "generate", "paste_back",
+        "decode",
+        "orient",
+        "detect",
+        "align",
+        "generator_queue",
+        "generate",
+        "paste_back",
         "encode",
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize(
@@ -83,7 +92,7 @@ def test_the_photo_is_decoded_once_and_kept_for_paste_back(detectors, t1_photo):
     ids=["face sheet", "paste_back"],
 )
 def test_the_reduced_level_generates_smaller_and_answers_at_full_size(detectors, t1_photo, options):
-    pipeline = PhotoPipeline(detectors("mtcnn"), Settings())
+    pipeline = PhotoWork(detectors("mtcnn"), Settings())
     data = png_bytes(t1_photo)
     full = pipeline.prepare(data, options)
     reduced = pipeline.prepare(data, options, Level.reduced)
@@ -102,7 +111,7 @@ def test_the_reduced_level_generates_smaller_and_answers_at_full_size(detectors,
 def test_the_reduced_level_decodes_a_jpeg_at_a_smaller_draft(detectors, astronaut):
     """A 3200 px JPEG: the full level decodes it at 1600 (its draft), the reduced at 800, and
     both find the face at the same place to within a pixel of the photo's own size."""
-    pipeline = PhotoPipeline(detectors("mtcnn"), Settings())
+    pipeline = PhotoWork(detectors("mtcnn"), Settings())
     data = jpeg_bytes(astronaut.resize((3200, 3200), Image.Resampling.BICUBIC))
     full = pipeline.prepare(data, ToonifyOptions())
     reduced = pipeline.prepare(data, ToonifyOptions(), Level.reduced)
@@ -117,20 +126,22 @@ def test_the_reduced_level_decodes_a_jpeg_at_a_smaller_draft(detectors, astronau
 
 def test_services_called_directly(default_models, astronaut):
     """The service classes as plain objects (the generator in-process): answers as typed
-    values, user errors as error answers with their status."""
+    values, user errors as the exceptions themselves."""
     from service import Preprocess
 
     preprocess = Preprocess()
 
     def toonify(data: bytes, **options):
-        call = preprocess.toonify_photo(data, ToonifyOptions(**options), time.time() + 60)
+        deadline = time.time() + 60
+        call = preprocess.toonify_photo(data, ToonifyOptions(**options), deadline, Level.full)
         return asyncio.run(call)
 
     result = toonify(png_bytes(astronaut), format="png", return_aligned=True)
     assert result.num_faces == 1 and result.image_type == "image/png"
     assert Image.open(io.BytesIO(result.image)).size == (512, 1024)
     assert result.level is Level.full and result.generated_size == 512
-    not_an_image = toonify(b"not an image")
-    assert not_an_image.status_code == 400 and b"not_an_image" in not_an_image.body
-    grey = toonify(png_bytes(Image.new("RGB", (200, 200), "grey")))
-    assert grey.status_code == 422 and b'"num_faces":0' in grey.body
+    with pytest.raises(NotAnImage):
+        toonify(b"not an image")
+    with pytest.raises(NoFaceFound) as no_face:
+        toonify(png_bytes(Image.new("RGB", (200, 200), "grey")))
+    assert no_face.value.num_faces == 0

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from toonify.served import scrape
+from tools.served import scrape
 
 from .conftest import asset, insightface_image
 
@@ -56,9 +56,11 @@ def test_docs_json_describes_the_photo_and_every_option(client):
     assert fields["face_index"]["minimum"] == 0
     for flag in ("all_faces", "paste_back", "return_aligned"):
         assert fields[flag]["type"] == "boolean" and fields[flag]["default"] is False
-    enums = {name: spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["enum"]
-             for name in ("format", "response")
-             for ref in [fields[name]["$ref"]]}  # fmt: skip
+    enums = {
+        name: spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["enum"]
+        for name in ("format", "response")
+        for ref in [fields[name]["$ref"]]
+    }
     assert enums == {"format": ["jpeg", "png", "webp"], "response": ["image", "json"]}
     # The raw-body form, the JSON answer and every documented error are there too.
     assert "image/*" in operation["requestBody"]["content"]
@@ -125,9 +127,15 @@ def test_server_timing_reports_each_stage_once(client, astronaut):
     response = client.post("/toonify?paste_back=true", content=encoded(astronaut, "JPEG"))
     stages = re.findall(r"(\w+);dur=", response.headers["server-timing"])
     assert stages == [
-        "decode", "orient", "detect", "align", "generator_queue", "generate", "paste_back",
+        "decode",
+        "orient",
+        "detect",
+        "align",
+        "generator_queue",
+        "generate",
+        "paste_back",
         "encode",
-    ]  # fmt: skip
+    ]
 
 
 # --- the documented error table ----------------------------------------------------------------
@@ -214,16 +222,21 @@ def fixed_batch_generator(path: Path) -> Path:
     """A generator whose graph only works one crop at a time although its input says any batch:
     the kind of export bug an import check with one crop does not catch."""
     nodes = [
-        helper.make_node("Constant", [], ["shape"], value=helper.make_tensor(
-            "s", TensorProto.INT64, [4], [1, 3, 512, 512])),
+        helper.make_node(
+            "Constant",
+            [],
+            ["shape"],
+            value=helper.make_tensor("s", TensorProto.INT64, [4], [1, 3, 512, 512]),
+        ),
         helper.make_node("Reshape", ["x", "shape"], ["y"]),
-    ]  # fmt: skip
+    ]
     image = ["N", 3, 512, 512]
     graph = helper.make_graph(
-        nodes, "one-at-a-time",
+        nodes,
+        "one-at-a-time",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, image)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, image)],
-    )  # fmt: skip
+    )
     import onnx
 
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -234,7 +247,7 @@ def fixed_batch_generator(path: Path) -> Path:
 
 def test_our_own_bug_is_a_500_not_a_retry(serve, default_models, tmp_path):
     from model_store.build import import_generator
-    from toonify.signature import GeneratorSignature
+    from toonify.generation.signature import GeneratorSignature
 
     import_generator(
         fixed_batch_generator(tmp_path / "m.onnx"), "one-at-a-time", GeneratorSignature(), "test"
@@ -331,8 +344,9 @@ def learned_server(serve, learned_models):
 
 def test_t1_all_faces_with_scrfd(learned_server):
     data = insightface_image("t1.jpg").read_bytes()
-    response = httpx.post(f"{learned_server.url}/toonify?all_faces=true&size=128",
-                          content=data, timeout=120)  # fmt: skip
+    response = httpx.post(
+        f"{learned_server.url}/toonify?all_faces=true&size=128", content=data, timeout=120
+    )
     assert response.status_code == 200
     assert response.headers["x-num-faces"] == "6"
     assert Image.open(io.BytesIO(response.content)).size == (6 * 128, 128)
@@ -445,17 +459,22 @@ def reduced_in_process(data: bytes) -> bytes:
     from model_store import detector_spec, load_generator
     from preprocess import create_detector
     from toonify.levels import Level
-    from toonify.photos import PhotoPipeline
+    from toonify.photos.worker import PhotoWork
     from toonify.schema import ToonifyOptions, Toons
     from toonify.settings import Settings
 
     detector = create_detector(detector_spec(bentoml.models.get("mtcnn:latest")))
     generator = load_generator(bentoml.models.get("toon-filter:latest"))
-    pipeline = PhotoPipeline(detector, Settings())
+    pipeline = PhotoWork(detector, Settings())
     options = ToonifyOptions(format="png")
     job = pipeline.prepare(data, options, Level.reduced)
-    toons = Toons(pixels=generator(job.crops), queued_s=0, generate_s=0, batch_size=1,
-                  generated_size=job.crops.shape[1])  # fmt: skip
+    toons = Toons(
+        pixels=generator(job.crops),
+        queued_s=0,
+        generate_s=0,
+        batch_size=1,
+        generated_size=job.crops.shape[1],
+    )
     return pipeline.finish(job, toons, options).image
 
 
@@ -476,14 +495,18 @@ def test_the_reduced_level_answers_in_full_size_from_a_smaller_generation(
     expected = np.asarray(Image.open(io.BytesIO(reduced_in_process(data))), dtype=float)
     assert np.abs(reduced_pixels - expected).mean() < 0.5
     body = httpx.post(
-        f"{reduced_server.url}/toonify?response=json&return_aligned=true", content=data,
+        f"{reduced_server.url}/toonify?response=json&return_aligned=true",
+        content=data,
         timeout=120,
-    ).json()  # fmt: skip
+    ).json()
     assert body["level"] == "reduced" and body["generated_size"] == 256
     sheet = Image.open(io.BytesIO(base64.b64decode(body["image"])))
     assert sheet.size == (512, 1024)
-    every = httpx.post(f"{reduced_server.url}/toonify?all_faces=true",
-                       content=insightface_image("t1.jpg").read_bytes(), timeout=120)  # fmt: skip
+    every = httpx.post(
+        f"{reduced_server.url}/toonify?all_faces=true",
+        content=insightface_image("t1.jpg").read_bytes(),
+        timeout=120,
+    )
     assert every.status_code == 200 and every.headers["x-generated-size"] == "256"
     assert Image.open(io.BytesIO(every.content)).size == (
         512 * int(every.headers["x-num-faces"]),
@@ -495,13 +518,18 @@ def test_a_generator_that_cannot_run_smaller_has_no_reduced_level(
     serve, default_models, tmp_path, astronaut
 ):
     from model_store.build import import_generator
-    from toonify.signature import GeneratorSignature
+    from toonify.generation.signature import GeneratorSignature
 
     fixed = import_generator(
         fixed_batch_generator(tmp_path / "m.onnx"), "fixed-size", GeneratorSignature(), "test"
     )
     assert fixed.info.metadata["reduced_sizes"] == []
-    server = serve(generator_model="fixed-size:latest", backend="onnxruntime", max_in_flight=0,
-                   degraded_max_in_flight=2, max_receiving=4)  # fmt: skip
+    server = serve(
+        generator_model="fixed-size:latest",
+        backend="onnxruntime",
+        max_in_flight=0,
+        degraded_max_in_flight=2,
+        max_receiving=4,
+    )
     response = httpx.post(f"{server.url}/toonify", content=encoded(astronaut), timeout=120)
     assert response.status_code == 503 and response.json()["error"] == "overloaded"

@@ -9,8 +9,8 @@ from PIL import Image, ImageDraw
 
 from model_store.toon_filter import FEATURES, FRAME, build_toon_filter, fold_margin, warp_field
 from preprocess import align_face
-from toonify.generator import OnnxGenerator
-from toonify.signature import GeneratorSignature
+from toonify.generation.generator import OnnxGenerator
+from toonify.generation.signature import GeneratorSignature
 
 DISC_RADIUS = 12.0  # small enough to stay inside every feature's inner ellipse once scaled
 GRID_LINES = (24, 40, 472, 488)  # columns and rows outside every feature's reach

@@ -1,14 +1,11 @@
-"""What the services in ``service.py`` are made of, as plain modules.
+"""What the services in ``service.py`` are made of, a package per worker plus what they share.
 
-- ``settings``: TOONIFY_* environment variables.
-- ``options``: what a request may ask for (pydantic types shared by the API and its callers).
-- ``errors``: every failure, with its HTTP status and the JSON body that says what to do.
-- ``gateway``: ASGI middleware in front of the API: admission, body limits and deadline,
-  billing, bounded request metrics, every error in the documented JSON form.
-- ``answer``: the answer image: paste back or a face sheet, encoded, within the output budget.
-- ``generator``: any ONNX image-to-image generator on ONNX Runtime or OpenVINO.
-- ``batching``: the generator's batcher.
-- ``metrics``, ``cost``: Prometheus metrics and what serving costs under a price profile.
-- ``shutdown``: dependency services drain after the entry service, on SIGTERM.
-- ``served``: a real ``bentoml serve`` in a subprocess, for tests, benchmarks and the load test.
+- ``edge``: the entry worker (gateway, request forms, the answer as HTTP, page and API document).
+- ``photos``: the preprocessing worker's work around the generator and the answer image.
+- ``generation``: the generator worker (ONNX Runtime or OpenVINO) and its batcher.
+- Shared: ``settings`` (TOONIFY_* variables), ``schema`` (typed values of the API and between
+  services), ``errors`` (every failure, its status and the one place it is answered), ``levels``
+  (the degrade ladder), ``calls`` (calls between services), ``metrics`` and ``cost``
+  (Prometheus and what serving costs), ``shutdown`` (dependencies drain after the entry), and
+  ``bentoml_patches`` (BentoML internals this service relies on, checked at start).
 """

@@ -50,10 +50,15 @@ def profile_from_env(environ: dict[str, str] | None = None) -> PriceProfile:
     name = environ.get("TOONIFY_COST_PROFILE", "cloudrun-2020")
     overrides = {
         field: float(environ[f"TOONIFY_COST_{field.upper()}"])
-        for field in ("vcpu_second_usd", "gib_second_usd", "per_million_requests_usd",
-                      "hourly_usd", "granularity_s")
+        for field in (
+            "vcpu_second_usd",
+            "gib_second_usd",
+            "per_million_requests_usd",
+            "hourly_usd",
+            "granularity_s",
+        )
         if f"TOONIFY_COST_{field.upper()}" in environ
-    }  # fmt: skip
+    }
     if name == "custom":
         billing = environ.get("TOONIFY_COST_BILLING", "request")
         return PriceProfile(name="custom", billing=billing, **overrides)
@@ -74,9 +79,12 @@ class BillingMeter:
     """Billed time of one instance, from its requests' start and end times (thread-safe)."""
 
     def __init__(
-        self, profile: PriceProfile, vcpu: float = 2.0, memory_gib: float = 4.0,
+        self,
+        profile: PriceProfile,
+        vcpu: float = 2.0,
+        memory_gib: float = 4.0,
         clock=time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.profile = profile
         self.clock = clock
         if profile.billing == "request":

@@ -4,12 +4,22 @@ Mistakes in an upload are raised by ``preprocess`` (which knows nothing of HTTP)
 are in ``INPUT_STATUS``. The service's own failures are ``ServiceError`` subclasses that carry
 their status. 5xx is only for our side, and a 503 always says when to retry. Every error body is
 ``{"error": CODE, "detail": "what to do"}`` (``num_faces`` too with ``no_face``).
+
+The services raise; ``ErrorAnswers``, the outermost middleware of every service, answers. BentoML
+catches what an API raises and answers a bare 500 itself, so what our code raises during a request
+is recorded on the way out (``@answered_errors`` on each API, ``record`` in the request parsers)
+and ``ErrorAnswers`` puts the documented answer in place of BentoML's. A caller in the same
+process (a test, a script) gets the exception itself.
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import json
-from typing import ClassVar
+import logging
+from collections.abc import Awaitable, Callable
+from typing import ClassVar, ParamSpec, TypeVar
 
 from starlette.responses import JSONResponse
 
@@ -105,21 +115,37 @@ class Timeout(ServiceError):
 
 
 SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
-    Internal, BadOption, BadRequest, SlowUpload, OutputTooLarge, NotFound, MethodNotAllowed,
-    Overloaded, Unavailable, GeneratorUnavailable, NotReady, Timeout,
-)  # fmt: skip
+    Internal,
+    BadOption,
+    BadRequest,
+    SlowUpload,
+    OutputTooLarge,
+    NotFound,
+    MethodNotAllowed,
+    Overloaded,
+    Unavailable,
+    GeneratorUnavailable,
+    NotReady,
+    Timeout,
+)
 BY_CODE: dict[str, type[Exception]] = {
     **{error.code: error for error in INPUT_STATUS},
     **{error.code: error for error in SERVICE_ERRORS},
 }
 # Errors that come from elsewhere (the router, BentoML) get the code of their status.
 BY_STATUS: dict[int, type[ServiceError]] = {
-    400: BadRequest, 404: NotFound, 405: MethodNotAllowed, 408: SlowUpload,
-    413: OutputTooLarge, 500: Internal, 503: NotReady, 504: Timeout,
-}  # fmt: skip
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    408: SlowUpload,
+    413: OutputTooLarge,
+    500: Internal,
+    503: NotReady,
+    504: Timeout,
+}
 
 
-def status_of(error: Exception) -> int:
+def status_of(error: BaseException) -> int:
     if isinstance(error, ServiceError):
         return error.status
     if isinstance(error, InputError):
@@ -127,7 +153,7 @@ def status_of(error: Exception) -> int:
     return 500
 
 
-def error_body(error: Exception) -> dict:
+def error_body(error: BaseException) -> dict:
     if not isinstance(error, ServiceError | InputError):
         error = Internal()
     body: dict = {"error": error.code, "detail": str(error)}
@@ -136,10 +162,13 @@ def error_body(error: Exception) -> dict:
     return body
 
 
-def error_response(error: Exception) -> JSONResponse:
-    retry_after = getattr(error, "retry_after", None)
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return JSONResponse(error_body(error), status_code=status_of(error), headers=headers)
+def error_response(error: BaseException) -> JSONResponse:
+    """The documented answer to ``error``; its ``X-Error-Code`` header marks it as ours."""
+    body = error_body(error)
+    headers = {"X-Error-Code": body["error"]}
+    if retry_after := getattr(error, "retry_after", None):
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse(body, status_code=status_of(error), headers=headers)
 
 
 def error_from_body(status: int, text: str) -> Exception:
@@ -169,3 +198,111 @@ def outcome(status: int, code: str | None) -> str:
     if code == Overloaded.code:
         return "rejected"
     return "bad_input" if status < 500 else "error"
+
+
+# --- raised in a service, answered at its edge -----------------------------------------------
+
+logger = logging.getLogger("toonify.errors")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Raised:
+    """What the current request raised, for ``ErrorAnswers`` to answer."""
+
+    error: BaseException | None = None
+
+
+_RAISED: contextvars.ContextVar[Raised] = contextvars.ContextVar("toonify_raised")
+
+
+def record(error: BaseException) -> BaseException:
+    """Keep ``error`` for the request being answered (a no-op outside a request); returns it,
+    so a raise site reads ``raise record(NotAnImage(...))``."""
+    raised = _RAISED.get(None)
+    if raised is not None and raised.error is None:
+        raised.error = error
+    return error
+
+
+def answered_errors(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """For a ``@bentoml.api`` coroutine: whatever it raises is answered in the documented form
+    by ``ErrorAnswers``; the exception still propagates (BentoML and in-process callers see it)."""
+
+    @functools.wraps(api)
+    async def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await api(*args, **kwargs)
+        except Exception as exc:
+            record(exc)
+            raise
+
+    return wrapped
+
+
+def is_users_error(error: BaseException) -> bool:
+    """A failure the request caused (4xx), as opposed to our own."""
+    return isinstance(error, ServiceError | InputError) and status_of(error) < 500
+
+
+class ErrorAnswers:
+    """ASGI middleware, outermost in every service: the one place an exception becomes an answer.
+
+    A request whose handler raised (recorded as above) gets ``error_response`` of that exception
+    in place of BentoML's generic 500. Any other error response that is not ours (the router's
+    404 and 405, BentoML's own refusals) is answered in the same form by its status.
+    ``on_start(status, code)`` sees every answer's status and error code.
+    """
+
+    def __init__(self, app, on_start: Callable[[int, str | None], None] | None = None) -> None:
+        self.app = app
+        self.on_start = on_start
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raised = Raised()
+        token = _RAISED.set(raised)
+        try:
+            await self.app(scope, receive, self._answering(scope, receive, send, raised))
+        finally:
+            _RAISED.reset(token)
+
+    def _answering(self, scope, receive, send, raised: Raised):
+        replaced = False
+
+        async def wrapped(message) -> None:
+            nonlocal replaced
+            if replaced:
+                return  # the body of the response we replaced
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                code = _code_of(message)
+                if status >= 400 and code is None:
+                    error = raised.error or _by_status(status)
+                    if raised.error is None and status >= 500 and status not in (503, 504):
+                        logger.error("answered %s from below the service's code", status)
+                    replaced = True
+                    response = error_response(error)
+                    if self.on_start is not None:
+                        self.on_start(response.status_code, error_body(error)["error"])
+                    await response(scope, receive, send)
+                    return
+                if self.on_start is not None:
+                    self.on_start(status, code)
+            await send(message)
+
+        return wrapped
+
+
+def _code_of(message) -> str | None:
+    """The error code of one of our own error answers (its X-Error-Code header), else None."""
+    for name, value in message.get("headers", []):
+        if name.lower() == b"x-error-code":
+            return value.decode("latin-1")
+    return None
+
+
+def _by_status(status: int) -> ServiceError:
+    return BY_STATUS.get(status, Internal if status >= 500 else BadRequest)()

@@ -14,8 +14,15 @@ from .levels import Level
 
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 STAGES = (
-    "decode", "orient", "detect", "align", "generator_queue", "generate", "paste_back", "encode",
-)  # fmt: skip
+    "decode",
+    "orient",
+    "detect",
+    "align",
+    "generator_queue",
+    "generate",
+    "paste_back",
+    "encode",
+)
 
 stage_seconds = Histogram(
     "toonify_stage_seconds",

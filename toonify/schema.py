@@ -1,8 +1,8 @@
 """The typed values of the API and of the calls between services.
 
 ``ToonifyOptions`` is what a request may ask for; its field types are the typed parameters of
-``POST /toonify`` too, so BentoML's pydantic validation, the OpenAPI document and the gateway's
-early check all apply the same rules. Crops and toons cross processes as uint8 NHWC RGB arrays.
+``POST /toonify`` too, so the API's validation and the OpenAPI document apply the same rules.
+Crops and toons cross processes as uint8 NHWC RGB arrays.
 """
 
 from __future__ import annotations
@@ -77,18 +77,20 @@ class ToonifyOptions(BaseModel):
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str]) -> ToonifyOptions:
-        """Options from form fields or query parameters, each decoded as BentoML decodes a form
-        field (JSON if it parses, else the text), then validated by the same types."""
-        decoded = {}
-        for name, text in fields.items():
-            try:
-                decoded[name] = json.loads(text)
-            except ValueError:
-                decoded[name] = text
-        return cls.model_validate(decoded)
+        """Options from text fields, decoded as the API's forms decode them."""
+        return cls.model_validate({name: decode_field(text) for name, text in fields.items()})
 
 
 DEFAULTS = ToonifyOptions()
+
+
+def decode_field(text: str) -> Any:
+    """One option's text as BentoML decodes a form field (its own client sends JSON: '"png"',
+    'true'): JSON if it parses, else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def describe_validation_error(error: ValidationError) -> str:

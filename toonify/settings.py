@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+# TOONIFY_* names read elsewhere: the price profile (cost.py), the spend cap CLI and the tests.
+READ_ELSEWHERE = ("TOONIFY_COST_", "TOONIFY_BUDGET_USD_PER_HOUR", "TOONIFY_TEST_ASSETS")
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,14 @@ class Settings:
     cost_window_s: float = 300.0
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings from TOONIFY_* variables; a TOONIFY_* name that nothing reads (a typo)
+        is refused, so a misspelt setting cannot silently leave its default in place."""
         environ = os.environ if environ is None else environ
+        unknown = sorted(name for name in environ if is_unknown(name))
+        if unknown:
+            known = ", ".join(f"TOONIFY_{f.name.upper()}" for f in dataclasses.fields(cls))
+            raise ValueError(f"unknown setting {', '.join(unknown)} (known: {known})")
         values = {}
         for field in dataclasses.fields(cls):
             raw = environ.get(f"TOONIFY_{field.name.upper()}")
@@ -99,6 +109,12 @@ class Settings:
             raise ValueError(
                 "TOONIFY_DEGRADED_MAX_IN_FLIGHT must be at least TOONIFY_MAX_IN_FLIGHT"
             )
+
+
+def is_unknown(name: str) -> bool:
+    if not name.startswith("TOONIFY_") or name.startswith(READ_ELSEWHERE):
+        return False
+    return name.removeprefix("TOONIFY_").lower() not in Settings.__dataclass_fields__
 
 
 SETTINGS = Settings.from_env()

@@ -57,6 +57,9 @@ def drain_after_entry(grace_s: float) -> None:
 
 def _defer(signum: int, server_handler, grace_s: float) -> None:
     if not callable(server_handler):
+        logger.warning(
+            "signal %s has no server handler to defer; it stops this worker at once", signum
+        )
         return
     waiting = threading.Event()
 

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from toonify.containers import BASE_IMAGE, IMAGE, image_exists, podman
+from tools.containers import BASE_IMAGE, IMAGE, image_exists, podman
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
@@ -46,10 +46,17 @@ def make_base_image() -> None:
     """Debian bookworm with Python 3.11, pip and venv, set up as python:3.11-slim is."""
     with tempfile.TemporaryDirectory(prefix="toonify-rootfs-") as rootfs:
         subprocess.run(
-            ["debootstrap", "--variant=minbase", "--include=python3.11,python3-pip,python3-venv",
-             "bookworm", rootfs, debian_mirror()],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=python3.11,python3-pip,python3-venv",
+                "bookworm",
+                rootfs,
+                debian_mirror(),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         root = Path(rootfs)
         for name, target in (("python", "python3.11"), ("pip", "pip3")):  # as the slim image has
             if not (root / "usr/bin" / name).exists():
@@ -61,8 +68,10 @@ def make_base_image() -> None:
         archive = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(
             ["podman", "import", "--change", 'CMD ["python3"]', "-", BASE_IMAGE],
-            stdin=archive.stdout, check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdin=archive.stdout,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         archive.wait()
 
 
@@ -70,16 +79,23 @@ def build_context() -> Path:
     """The exported bento, unpacked: sources, locked requirements, models, Dockerfile."""
     built = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     context = BUILD / "container-context"
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as scratch:
         archive = Path(scratch) / "toonify.bento"
-        subprocess.run([sys.executable, "-m", "bentoml", "export", tag, str(archive)],
-                       cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "bentoml", "export", tag, str(archive)],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
         with tarfile.open(archive) as bundle:
             bundle.extractall(context, filter="data")
     return context
@@ -92,8 +108,9 @@ def package_indexes() -> list[str]:
     """Build arguments (and a read-only mount of the CA bundle) for this machine's pip
     configuration: its http(s) indexes (file indexes stay outside) and the certificate bundle it
     trusts them with, for pip and uv inside the build."""
-    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
-                            capture_output=True, text=True).stdout  # fmt: skip
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True
+    ).stdout
     settings = dict(
         re.findall(r"^[\w:.]*?(index-url|extra-index-url|cert)='([^']*)'", listed, re.M)
     )
@@ -107,8 +124,12 @@ def package_indexes() -> list[str]:
     ):
         urls = [url for url in settings.get(key, "").split() if url.startswith("http")]
         if urls:
-            args += ["--build-arg", f"{pip_name}={' '.join(urls)}",
-                     "--build-arg", f"{uv_name}={' '.join(urls)}"]  # fmt: skip
+            args += [
+                "--build-arg",
+                f"{pip_name}={' '.join(urls)}",
+                "--build-arg",
+                f"{uv_name}={' '.join(urls)}",
+            ]
     return args
 
 
@@ -128,16 +149,29 @@ def main() -> None:
     print(f"building {args.tag} from {context} on {base}", flush=True)
     podman(
         # Docker format keeps the HEALTHCHECK (the OCI image format has no such field).
-        "build", "--format", "docker", "--network", "host", "--build-arg", f"BASE_IMAGE={base}",
+        "build",
+        "--format",
+        "docker",
+        "--network",
+        "host",
+        "--build-arg",
+        f"BASE_IMAGE={base}",
         *package_indexes(),
-        "-f", str(context / "env" / "docker" / "Dockerfile"), "-t", args.tag, str(context),
-    )  # fmt: skip
+        "-f",
+        str(context / "env" / "docker" / "Dockerfile"),
+        "-t",
+        args.tag,
+        str(context),
+    )
     seconds = time.monotonic() - started
     size = int(podman("image", "inspect", "--format", "{{.Size}}", args.tag, capture=True).stdout)
     record = {
-        "image": args.tag, "base": base, "size_mb": round(size / 2**20),
-        "build_seconds": round(seconds), "base_image_seconds": round(base_seconds),
-    }  # fmt: skip
+        "image": args.tag,
+        "base": base,
+        "size_mb": round(size / 2**20),
+        "build_seconds": round(seconds),
+        "base_image_seconds": round(base_seconds),
+    }
     (BUILD / "container.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record))
 

@@ -27,8 +27,8 @@ import skimage.data
 import yaml
 from PIL import Image
 
-from toonify.containers import IMAGE, podman
-from toonify.served import wait_for_200
+from tools.containers import IMAGE, podman
+from tools.served import wait_for_200
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,13 +71,27 @@ def empty_dirs(mounts: list[str]) -> list[str]:
 
 def run(image: str, name: str, port: int, env: dict[str, str], mounts: list[str]) -> None:
     tmpfs = empty_dirs(mounts)
-    environment = [arg for key, value in {**env, "PORT": str(port)}.items()
-                   for arg in ("-e", f"{key}={value}")]  # fmt: skip
+    environment = [
+        arg for key, value in {**env, "PORT": str(port)}.items() for arg in ("-e", f"{key}={value}")
+    ]
     podman(
-        "run", "-d", "--name", name, "--network", "host", "--read-only", *tmpfs,
-        "--user", "1034:1034", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        *environment, image,
-    )  # fmt: skip
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--read-only",
+        *tmpfs,
+        "--user",
+        "1034:1034",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        *environment,
+        image,
+    )
 
 
 def wait_ready(url: str, timeout: float = 180) -> None:
@@ -111,8 +125,12 @@ def main() -> None:
             assert 'toonify_images_total{outcome="ok"} 1.0' in metrics, metrics[:2000]
         big = photo((4032, 3024))
         with ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(httpx.post, f"{url}/toonify?paste_back=true", content=big,
-                                   timeout=grace) for _ in range(4)]  # fmt: skip
+            futures = [
+                pool.submit(
+                    httpx.post, f"{url}/toonify?paste_back=true", content=big, timeout=grace
+                )
+                for _ in range(4)
+            ]
             time.sleep(1.0)  # all four in flight
             stopping = time.monotonic()
             podman("stop", "--time", str(grace), name)  # SIGTERM, SIGKILL after the grace period
@@ -123,10 +141,15 @@ def main() -> None:
         logs = podman("logs", name, check=False, capture=True)
         podman("rm", "--force", name, check=False, capture=True)
     result = {
-        "image": args.image, "cold_start_s": round(cold_start, 2), "healthcheck": health.returncode,
-        "user": user, "answered_in_flight_at_sigterm": statuses, "stop_seconds": round(stopped, 1),
-        "grace_period_s": grace, "exit_code": int(exit_code.stdout.strip() or -1),
-    }  # fmt: skip
+        "image": args.image,
+        "cold_start_s": round(cold_start, 2),
+        "healthcheck": health.returncode,
+        "user": user,
+        "answered_in_flight_at_sigterm": statuses,
+        "stop_seconds": round(stopped, 1),
+        "grace_period_s": grace,
+        "exit_code": int(exit_code.stdout.strip() or -1),
+    }
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "container-check.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

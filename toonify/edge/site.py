@@ -11,9 +11,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from . import metrics, openapi
+from .. import metrics
+from ..bentoml_patches import swagger_ui_page
+from . import openapi
 
-PAGE = Path(__file__).resolve().parents[1] / "static" / "index.html"
+PAGE = Path(__file__).resolve().parents[2] / "static" / "index.html"
 
 
 def make_site(openapi_document: Callable[[], dict]) -> Starlette:
@@ -22,10 +24,10 @@ def make_site(openapi_document: Callable[[], dict]) -> Starlette:
     async def page(request: Request) -> Response:
         return FileResponse(PAGE, media_type="text/html")
 
-    async def swagger_ui(request: Request) -> Response:
-        import _bentoml_impl.server as bentoml_server  # BentoML's own Swagger UI page
+    swagger_page = swagger_ui_page()  # BentoML's own Swagger UI, checked now
 
-        return FileResponse(Path(bentoml_server.__file__).parent / "main-openapi.html")
+    async def swagger_ui(request: Request) -> Response:
+        return FileResponse(swagger_page)
 
     async def document(request: Request) -> Response:
         return JSONResponse(openapi.complete(openapi_document()))

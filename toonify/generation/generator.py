@@ -31,8 +31,10 @@ def provider_options(providers: list[str], fp16: bool, cache_dir: Path | None) -
         if name == "TensorrtExecutionProvider":
             options: dict = {"trt_fp16_enable": fp16}
             if cache_dir is not None:
-                options |= {"trt_engine_cache_enable": True,
-                            "trt_engine_cache_path": str(cache_dir / "tensorrt")}  # fmt: skip
+                options |= {
+                    "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": str(cache_dir / "tensorrt"),
+                }
             configured.append((name, options))
         else:
             configured.append(name)

@@ -98,9 +98,12 @@ class Served:
         env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env}
         self.process = subprocess.Popen(
             [*command, "--port", str(self.port)],
-            cwd=cwd, env={**os.environ, **env}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self._wait_ready(ready_timeout)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -139,8 +142,11 @@ def build_bento(bentofile: str = "bentofile.yaml") -> Path:
 
     run = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", "-f", bentofile, "--output", "tag"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if run.returncode != 0:
         raise RuntimeError(f"bentoml build failed:\n{run.stderr[-3000:]}")
     return Path(bentoml.get(run.stdout.strip().splitlines()[-1].removeprefix("__tag__:")).path)

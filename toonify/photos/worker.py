@@ -16,10 +16,10 @@ import numpy as np
 from preprocess import DecodeSettings, FaceDetector
 from preprocess.pipeline import PreparedPhoto, prepare_photo
 
-from .answer import answer_size, encode_image, face_sheet, paste_answer
-from .levels import Level, level_settings
-from .schema import FaceInfo, ToonifiedPhoto, ToonifyOptions, Toons
-from .settings import Settings
+from ..levels import Level, level_settings
+from ..schema import FaceInfo, ToonifiedPhoto, ToonifyOptions, Toons
+from ..settings import Settings
+from .answer_image import answer_size, encode_image, face_sheet, paste_answer
 
 FULL_RESOLUTION = 1 << 30
 
@@ -36,7 +36,7 @@ class PhotoJob:
         return np.stack([np.asarray(face.image) for face in self.prepared.aligned])
 
 
-class PhotoPipeline:
+class PhotoWork:
     def __init__(self, detector: FaceDetector, settings: Settings) -> None:
         self.detector = detector
         self.settings = settings
@@ -60,9 +60,12 @@ class PhotoPipeline:
         )
         # The answer's size is the full level's at every level.
         size = answer_size(
-            options, len(prepared.faces), prepared.size, settings.crop_size,
+            options,
+            len(prepared.faces),
+            prepared.size,
+            settings.crop_size,
             settings.max_output_pixels,
-        )  # fmt: skip
+        )
         return PhotoJob(prepared, size, level)
 
     def finish(self, job: PhotoJob, toons: Toons, options: ToonifyOptions) -> ToonifiedPhoto:

@@ -1,4 +1,4 @@
-"""ASGI middleware in front of the Toonify service: what HTTP needs before the typed API runs.
+"""ASGI middleware in front of the Toonify service: what HTTP needs before and around the body.
 
 For ``POST /toonify``, in this order:
 
@@ -9,56 +9,40 @@ For ``POST /toonify``, in this order:
 2. **The body, bounded.** Uploads are read with a deadline for the whole body and one between
    chunks, and a byte limit; a slow client loses its receiving slot (408) and never holds a
    processing slot, so slow clients cannot starve the others.
-3. **One form.** The photo comes as the multipart file field ``image`` or as the raw body, with
-   options as form fields or query parameters. The form is checked strictly (one photo, known
-   options, each once, small), options are validated by ``ToonifyOptions``, and the typed API
-   gets one canonical multipart request whatever the client sent.
+3. **To its parser.** The body goes on as it came. A multipart form goes to BentoML's typed API
+   as it is; any other body is the photo itself and is labelled ``RAW_PHOTO_TYPE`` so that the
+   typed API parses it with the options from the query (``forms.py``: each form parsed once).
+   The request's deadline and level reach the API in context variables.
 4. **Billing.** Every request is metered from arrival to the end of its answer (Cloud Run bills
    that time), and the meter accrues every second while the instance runs; answered images are
    counted per level.
 
-For every request: errors leave in the documented JSON form (the router's 404 and 405, BentoML's
-own errors included), and request metrics are labelled by route template, so made-up paths share
-one series. Run one entry worker per instance: admission and billing are per process.
+For every request: errors leave in the documented JSON form (``errors.ErrorAnswers``: what the
+API raised, the router's 404 and 405, BentoML's own), and request metrics are labelled by route
+template, so made-up paths share one series. Run one entry worker per instance: admission and
+billing are per process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import time
-import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import urllib3
-from pydantic import ValidationError
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.datastructures import Headers
 
-from preprocess import ImageTooLarge, InputError, NotAnImage
+from preprocess import ImageTooLarge, InputError
 
-from . import metrics
-from .cost import BillingMeter, Charge, RollingCost, profile_from_env
-from .errors import (
-    BY_STATUS,
-    BadOption,
-    BadRequest,
-    Internal,
-    Overloaded,
-    ServiceError,
-    SlowUpload,
-    error_body,
-    error_response,
-    outcome,
-    status_of,
-)
-from .levels import Ladder, Level
+from .. import metrics
+from ..cost import BillingMeter, Charge, RollingCost, profile_from_env
+from ..errors import ErrorAnswers, Overloaded, ServiceError, SlowUpload, error_response, outcome
+from ..levels import Ladder, Level
+from ..settings import Settings
+from .forms import RAW_PHOTO_TYPE
 from .responses import server_timing
-from .schema import ToonifyOptions, describe_validation_error
-from .settings import Settings
 
 logger = logging.getLogger("toonify.gateway")
 
@@ -66,10 +50,8 @@ Scope = dict
 Message = dict
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-PHOTO_FIELD = "image"
-MAX_FIELDS = 16  # option fields in a multipart form
-MAX_FIELD_BYTES = 1024  # one option's value
 FORM_SLACK = 64 * 1024  # multipart framing and options on top of the photo's byte limit
 # When the current request's answer is due (unix time): set at arrival, read by the API.
 DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("toonify_deadline")
@@ -82,18 +64,14 @@ class ClientGone(Exception):
 
 
 @dataclass
-class Upload:
-    photo: bytes
-    content_type: str
-    fields: list[tuple[str, str]]
-
-
-@dataclass
 class Answered:
     """What the gateway saw of a response: for metrics and the images outcome."""
 
     status: int = 500
     code: str | None = None
+
+    def started(self, status: int, code: str | None) -> None:
+        self.status, self.code = status, code
 
 
 class Gateway:
@@ -129,18 +107,23 @@ class Gateway:
             return
         started = time.perf_counter()
         answered = Answered()
-        send = self._in_json_form(send, answered)
         try:
-            if scope["path"] == self.api_path and scope["method"] == "POST":
-                await self._toonify(scope, receive, send, answered)
-            else:
-                await self.app(scope, receive, send)
+            await ErrorAnswers(self._route(answered), answered.started)(scope, receive, send)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             if scope["path"] == self.api_path:
                 route = self.api_path
             metrics.http_requests.labels(route, str(answered.status)).inc()
             metrics.http_request_seconds.labels(route).observe(time.perf_counter() - started)
+
+    def _route(self, answered: Answered) -> ASGIApp:
+        async def route(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["path"] == self.api_path and scope["method"] == "POST":
+                await self._toonify(scope, receive, send, answered)
+            else:
+                await self.app(scope, receive, send)
+
+        return route
 
     # --- POST /toonify ---------------------------------------------------------------------
 
@@ -149,14 +132,10 @@ class Gateway:
         DEADLINE.set(time.time() + self.settings.request_timeout_s)
         self.bill(self.meter.started())
         try:
-            upload = await self._admit_and_read(scope, receive)
+            body = await self._admit_and_read(scope, receive)
             # The level now: slots may have filled while the upload arrived.
-            level = self.ladder.level_for(self.processing)
-            LEVEL.set(level)
-            options = self._options(upload.fields)
-            del options  # validated here for a clear 400; the typed API validates them again
-            body, content_type = canonical_form(upload)
-            scope = forwarded_scope(scope, content_type, len(body))
+            LEVEL.set(self.ladder.level_for(self.processing))
+            scope = to_its_parser(scope, len(body))
             self.processing += 1
             metrics.requests_in_flight.inc()
             try:
@@ -181,7 +160,7 @@ class Gateway:
             if answered.code != "client_gone":
                 metrics.images.labels(outcome(answered.status, answered.code)).inc()
 
-    async def _admit_and_read(self, scope: Scope, receive: Receive) -> Upload:
+    async def _admit_and_read(self, scope: Scope, receive: Receive) -> bytes:
         self.ladder.level_for(self.processing)  # refused before the body past the ladder's top
         if self.receiving >= self.settings.max_receiving:
             raise Overloaded(
@@ -194,28 +173,15 @@ class Gateway:
             raise ImageTooLarge(self._too_large(int(declared)))
         self.receiving += 1
         try:
-            body = await read_body(receive, self.upload_limit, self.settings, self._too_large)
+            return await read_body(receive, self.upload_limit, self.settings, self._too_large)
         finally:
             self.receiving -= 1
-        query = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"), True)
-        return await parse_upload(headers.get("content-type", ""), body, query)
 
     def _too_large(self, size: int) -> str:
         return (
             f"The upload is {size / 1e6:.1f} MB; the limit is {self.settings.max_bytes / 1e6:.0f}"
             " MB. Send a smaller or more compressed photo."
         )
-
-    @staticmethod
-    def _options(fields: list[tuple[str, str]]) -> ToonifyOptions:
-        names = [name for name, _ in fields]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise BadOption(f"Each option once, please: {', '.join(repeated)} given twice.")
-        try:
-            return ToonifyOptions.from_fields(dict(fields))
-        except ValidationError as exc:
-            raise BadOption(describe_validation_error(exc)) from None
 
     # --- billing -------------------------------------------------------------------------------
 
@@ -241,35 +207,6 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown" and self._clock is not None:
                 self._clock.cancel()
             return message
-
-        return wrapped
-
-    # --- every response ------------------------------------------------------------------------
-
-    @staticmethod
-    def _in_json_form(send: Send, answered: Answered) -> Send:
-        """A send that records the status and rewrites any error not in the documented form."""
-        held: Message | None = None
-        chunks: list[bytes] = []
-
-        async def wrapped(message: Message) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start":
-                answered.status = message["status"]
-                if message["status"] >= 400:
-                    held = message
-                    return
-            elif held is not None and message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-                if message.get("more_body"):
-                    return
-                body, headers, answered.code = in_json_form(
-                    held["status"], b"".join(chunks), held.get("headers", [])
-                )
-                await send({**held, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(message)
 
         return wrapped
 
@@ -316,77 +253,39 @@ async def read_body(
             return b"".join(chunks)
 
 
-async def parse_upload(content_type: str, body: bytes, query: list[tuple[str, str]]) -> Upload:
-    """The photo and the options: multipart (one file field ``image``) or the raw body."""
-    fields = list(query)
-    if content_type.lower().startswith("multipart/form-data"):
-        photo, photo_type, form_fields = await parse_form(content_type, body)
-        fields += form_fields
+def to_its_parser(scope: Scope, length: int) -> Scope:
+    """The request as the typed API gets it: the body as it came (its length now known) and a
+    media type that picks its parser: multipart as such, anything else as the raw photo."""
+    headers = Headers(scope=scope)
+    content_type = headers.get("content-type", "")
+    media_type, _, parameters = content_type.partition(";")
+    if media_type.strip().lower() == "multipart/form-data":
+        content_type = "multipart/form-data;" + parameters
     else:
-        photo, photo_type = body, content_type.split(";")[0].strip()
-    if not photo:
-        raise NotAnImage("The upload is empty: send a photo (JPEG, PNG, HEIC, ...).")
-    return Upload(photo, photo_type, fields)
-
-
-async def parse_form(content_type: str, body: bytes) -> tuple[bytes, str, list[tuple[str, str]]]:
-    async def stream():
-        yield body
-
-    parser = MultiPartParser(
-        Headers({"content-type": content_type}), stream(),
-        max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES,
-    )  # fmt: skip
-    try:
-        form = await parser.parse()
-    except (MultiPartException, ValueError) as exc:
-        raise BadRequest(
-            f"The multipart form is malformed ({exc}). Send the photo as the one file field "
-            f"'{PHOTO_FIELD}' and each option once as a text field."
-        ) from None
-    try:
-        photos = [value for name, value in form.multi_items() if isinstance(value, UploadFile)]
-        if len(photos) != 1 or form.getlist(PHOTO_FIELD) != photos:
-            raise BadRequest(
-                f"Send the photo as the multipart file field '{PHOTO_FIELD}' (a file part, not a"
-                " text field or a link), or as the raw request body."
-            )
-        upload = photos[0]
-        photo = await upload.read()
-        fields = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
-        return photo, upload.content_type or "", fields
-    finally:
-        await form.close()
-
-
-def canonical_form(upload: Upload) -> tuple[bytes, str]:
-    """One multipart request for the typed API: the photo as ``image`` and the options as text.
-
-    The decoder sniffs the photo's real format from its bytes; the part's label only has to
-    satisfy the typed field (``image/*``), whatever the client declared.
-    """
-    label = upload.content_type if upload.content_type.startswith("image/") else "image/*"
-    fields: list = [(PHOTO_FIELD, ("photo", upload.photo, label)), *upload.fields]
-    return urllib3.encode_multipart_formdata(fields)
-
-
-def forwarded_scope(scope: Scope, content_type: str, length: int) -> Scope:
-    headers = [
-        (name, value) for name, value in scope["headers"]
+        content_type = RAW_PHOTO_TYPE
+    kept = [
+        (name, value)
+        for name, value in scope["headers"]
         if name not in (b"content-type", b"content-length", b"transfer-encoding")
-    ]  # fmt: skip
-    headers += [(b"content-type", content_type.encode()), (b"content-length", str(length).encode())]
-    return {**scope, "headers": headers}
+    ]
+    kept += [(b"content-type", content_type.encode("latin-1")), (b"content-length", b"%d" % length)]
+    return {**scope, "headers": kept}
 
 
-def request_deadline(settings: Settings) -> float:
+def request_deadline() -> float:
     """When the current request's answer is due (unix time), as the gateway set it at arrival."""
-    return DEADLINE.get(None) or time.time() + settings.request_timeout_s
+    try:
+        return DEADLINE.get()
+    except LookupError:
+        raise RuntimeError("request_deadline() outside a request the gateway admitted") from None
 
 
 def request_level() -> Level:
-    """The level the gateway admitted the current request at (full for calls it never saw)."""
-    return LEVEL.get(Level.full)
+    """The level the gateway admitted the current request at."""
+    try:
+        return LEVEL.get()
+    except LookupError:
+        raise RuntimeError("request_level() outside a request the gateway admitted") from None
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
@@ -401,38 +300,3 @@ def replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return wrapped
-
-
-def in_json_form(status: int, body: bytes, headers: list) -> tuple[bytes, list, str | None]:
-    """An error response's body in the documented form, its headers, and its code."""
-    parsed = _json_or_none(body)
-    if isinstance(parsed, dict):
-        if isinstance(parsed.get("error"), str) and isinstance(parsed.get("detail"), str):
-            return body, headers, parsed["error"]
-    error = BY_STATUS.get(status, Internal if status >= 500 else BadRequest)()
-    if status == 400 and isinstance(parsed, dict) and isinstance(parsed.get("detail"), list):
-        # BentoML's own validation answer: {"error": "...", "detail": [pydantic errors]}
-        error = BadOption(
-            "; ".join(
-                f"{'.'.join(map(str, p.get('loc', [])))}: {p.get('msg')}" for p in parsed["detail"]
-            )
-        )
-    if status_of(error) >= 500 and status not in (503, 504):
-        logger.error("answered %s from below the gateway: %r", status, body[:300])
-    payload = error_body(error)
-    encoded = json.dumps(payload).encode()
-    kept = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-length")]
-    kept += [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(encoded)).encode()),
-    ]
-    if error.retry_after and not any(k.lower() == b"retry-after" for k, _ in kept):
-        kept.append((b"retry-after", str(error.retry_after).encode()))
-    return encoded, kept, payload["error"]
-
-
-def _json_or_none(body: bytes):
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None

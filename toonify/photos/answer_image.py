@@ -15,17 +15,20 @@ from PIL import Image
 from preprocess import AlignedFace, paste_back
 from preprocess.pipeline import PreparedPhoto
 
-from .errors import OutputTooLarge
-from .schema import OutputFormat, ToonifyOptions
+from ..errors import OutputTooLarge
+from ..schema import OutputFormat, ToonifyOptions
 
 # The largest side each encoder writes (WebP's format stores 14-bit dimensions).
 MAX_SIDE = {OutputFormat.jpeg: 65_535, OutputFormat.png: 1 << 30, OutputFormat.webp: 16_383}
 
 
 def answer_size(
-    options: ToonifyOptions, num_faces: int, photo_size: tuple[int, int], crop_size: int,
+    options: ToonifyOptions,
+    num_faces: int,
+    photo_size: tuple[int, int],
+    crop_size: int,
     max_pixels: int,
-) -> tuple[int, int]:  # fmt: skip
+) -> tuple[int, int]:
     """Width and height of the answer; raises OutputTooLarge past the budget or the format.
 
     With ``paste_back`` the photo keeps its aspect: ``size`` is its long side (never enlarged),

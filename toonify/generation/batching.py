@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import Timeout
+from ..errors import Timeout
 
 
 @dataclass(frozen=True)

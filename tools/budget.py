@@ -1,6 +1,6 @@
 """A spend cap as a fleet size: how many instances a budget in dollars per hour pays for.
 
-    python -m toonify.budget --usd-per-hour 0.50 --capacity 4.5 [--reduced-capacity 9]
+    python -m tools.budget --usd-per-hour 0.50 --capacity 4.5 [--reduced-capacity 9]
                              [--profile cloudrun-2020] [--vcpu 2 --memory-gib 4]
                              [--peak-images-per-hour 25000]
 
@@ -22,7 +22,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from .cost import PriceProfile, load_profiles, profile_from_env
+from toonify.cost import PriceProfile, load_profiles, profile_from_env
 
 
 def saturated_instance_usd_per_hour(
@@ -71,42 +71,60 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     budget = os.environ.get("TOONIFY_BUDGET_USD_PER_HOUR")
     parser.add_argument(
-        "--usd-per-hour", type=float, default=float(budget) if budget else None,
-        required=budget is None, help="fleet-wide budget (TOONIFY_BUDGET_USD_PER_HOUR)",
-    )  # fmt: skip
+        "--usd-per-hour",
+        type=float,
+        default=float(budget) if budget else None,
+        required=budget is None,
+        help="fleet-wide budget (TOONIFY_BUDGET_USD_PER_HOUR)",
+    )
     parser.add_argument(
-        "--capacity", type=float, required=True,
+        "--capacity",
+        type=float,
+        required=True,
         help="images/s one instance answers at saturation (docs/loadtest.md)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--reduced-capacity", type=float, default=None,
+        "--reduced-capacity",
+        type=float,
+        default=None,
         help="images/s one instance answers saturated at the reduced level (docs/loadtest.md)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--profile", default=None, choices=sorted(load_profiles()),
+        "--profile",
+        default=None,
+        choices=sorted(load_profiles()),
         help="price profile (default: TOONIFY_COST_PROFILE or cloudrun-2020)",
-    )  # fmt: skip
+    )
     parser.add_argument("--vcpu", type=float, default=2.0)
     parser.add_argument("--memory-gib", type=float, default=4.0)
     parser.add_argument("--peak-images-per-hour", type=float, default=25_000)
     args = parser.parse_args(argv)
     profile = load_profiles()[args.profile] if args.profile else profile_from_env()
-    cap = fleet_cap(args.usd_per_hour, profile, args.capacity, args.vcpu, args.memory_gib,
-                    args.reduced_capacity)  # fmt: skip
+    cap = fleet_cap(
+        args.usd_per_hour, profile, args.capacity, args.vcpu, args.memory_gib, args.reduced_capacity
+    )
     if cap.max_instances == 0:
-        print(f"error: ${args.usd_per_hour:.2f}/h does not pay for one saturated instance "
-              f"(${cap.instance_usd_per_hour:.4f}/h at {profile.name})")  # fmt: skip
+        print(
+            f"error: ${args.usd_per_hour:.2f}/h does not pay for one saturated instance "
+            f"(${cap.instance_usd_per_hour:.4f}/h at {profile.name})"
+        )
         return 2
     peak_ok = cap.images_per_hour >= args.peak_images_per_hour
-    print(f"budget ${args.usd_per_hour:.2f}/h at {profile.name}, {args.vcpu:g} vCPU / "
-          f"{args.memory_gib:g} GiB, {args.capacity:g} images/s per instance")  # fmt: skip
+    print(
+        f"budget ${args.usd_per_hour:.2f}/h at {profile.name}, {args.vcpu:g} vCPU / "
+        f"{args.memory_gib:g} GiB, {args.capacity:g} images/s per instance"
+    )
     print(f"one saturated instance: ${cap.instance_usd_per_hour:.4f}/h")
     print(f"maxScale (Cloud Run) = maxReplicas (Kubernetes HPA) = {cap.max_instances}")
-    print(f"worst case: ${cap.worst_case_usd_per_hour:.4f}/h for up to "
-          f"{cap.images_per_hour:,.0f} images/h")  # fmt: skip
+    print(
+        f"worst case: ${cap.worst_case_usd_per_hour:.4f}/h for up to "
+        f"{cap.images_per_hour:,.0f} images/h"
+    )
     if args.reduced_capacity:
-        print(f"saturated, at the reduced level: up to {cap.reduced_images_per_hour:,.0f} "
-              "images/h for the same worst case")  # fmt: skip
+        print(
+            f"saturated, at the reduced level: up to {cap.reduced_images_per_hour:,.0f} "
+            "images/h for the same worst case"
+        )
     if peak_ok:
         verdict = "fits"
     elif args.reduced_capacity and cap.reduced_images_per_hour >= args.peak_images_per_hour:

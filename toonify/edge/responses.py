@@ -7,7 +7,7 @@ import json
 
 from starlette.responses import JSONResponse, Response
 
-from .schema import ResponseKind, ToonifiedPhoto, ToonifyJSON, ToonifyOptions
+from ..schema import ResponseKind, ToonifiedPhoto, ToonifyJSON, ToonifyOptions
 
 
 def server_timing(timings: dict[str, float]) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import copy
 
-from .errors import INPUT_STATUS, SERVICE_ERRORS
-from .schema import ErrorBody, ToonifyJSON
+from ..errors import INPUT_STATUS, SERVICE_ERRORS
+from ..schema import ErrorBody, ToonifyJSON
 
 REF = "#/components/schemas/{model}"
 HEADERS = {

@@ -1,0 +1,136 @@
+"""Where this service reaches into BentoML's internals, each checked when the service loads.
+
+No public BentoML 1.4 API serves these (docs/bentoml-patches.md gives, for each, the upstream
+defect and the smallest upstream fix). ``install()`` runs at the import of service.py, before
+`bentoml serve` builds the apps, and first checks every member it relies on: if BentoML changed
+them, the service refuses to start with a message naming the patch, instead of running without it.
+
+1. ``TimeoutMiddleware``: BentoML's schedules a timer per request with ``loop.call_later`` and
+   never cancels it; each stays on the loop for the whole timeout (130 s for the entry service)
+   with its future and a copy of the request's context. At a few hundred requests a second (a
+   flood of refusals after a viral post) a worker grew by ~500 MB in two minutes. Ours cancels
+   the timer once the response has started and answers the timeout in the documented form.
+   BentoML's app factory looks the class up by name on its module when it builds each app.
+2. Request parsers: ``POST /toonify``'s two forms are parsed by ``toonify.edge.forms``, registered
+   in BentoML's table of parsers by media type (BentoML's multipart parser is lenient and
+   downloads links; a raw body has no parser of its own).
+3. BentoML logs every exception an API raises with its traceback. Our APIs raise the user's
+   mistakes (no face, not an image) as exceptions that are answered 4xx: those records are
+   dropped; our own failures are still logged.
+4. The Swagger UI page: BentoML's own, read from its package (``swagger_ui_page``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import bentoml
+from bentoml._internal.server import base_app, http_app
+from bentoml._internal.server.http import traffic
+
+from .errors import Timeout, error_response, is_users_error
+
+TESTED_WITH = "1.4.39"
+
+
+class PatchOutOfDate(RuntimeError):
+    """BentoML changed something a patch relies on: re-check the patch against this version."""
+
+
+def require(condition: bool, patch: str) -> None:
+    if not condition:
+        raise PatchOutOfDate(
+            f"BentoML {bentoml.__version__} (tested: {TESTED_WITH}) no longer has what this "
+            f"service patches: {patch}. See docs/bentoml-patches.md."
+        )
+
+
+class TimeoutMiddleware(traffic.TimeoutMiddleware):
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.create_future()  # done at the response's first message, or the timeout
+        timer = loop.call_later(self.timeout, self._set_timer_out, started)
+
+        async def first_message_starts(message) -> None:
+            if not started.done():
+                started.set_result(None)
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, first_message_starts))
+        try:
+            await started
+        except TimeoutError:
+            if task.cancel():
+                await error_response(Timeout())(scope, receive, send)
+            return
+        finally:
+            timer.cancel()  # the fix: the timer goes with the request
+        await task
+
+
+class UsersErrorsUnlogged(logging.Filter):
+    """Drops BentoML's traceback for an exception that is the user's mistake (answered 4xx)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not is_users_error(error)
+
+
+def swagger_ui_page() -> Path:
+    import _bentoml_impl.server as bentoml_server
+
+    page = Path(bentoml_server.__file__).parent / "main-openapi.html"
+    require(page.is_file(), "the Swagger UI page _bentoml_impl/server/main-openapi.html")
+    return page
+
+
+def install() -> None:
+    from _bentoml_impl import serde
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    from .edge.forms import RAW_PHOTO_TYPE, PhotoForm, RawPhoto
+
+    if all(installed().values()):
+        return
+    require(
+        callable(getattr(traffic.TimeoutMiddleware, "_set_timer_out", None))
+        and "TimeoutMiddleware" in base_app.BaseAppFactory.middlewares.fget.__code__.co_names,
+        "bentoml._internal.server.http.traffic.TimeoutMiddleware, looked up by the app factory",
+    )
+    require(
+        isinstance(serde.ALL_SERDE, dict)
+        and serde.ALL_SERDE.get("multipart/form-data") is serde.MultipartSerde
+        and "ALL_SERDE" in ServiceAppFactory.api_endpoint.__code__.co_names,
+        "_bentoml_impl.serde.ALL_SERDE, the request parsers by media type",
+    )
+    require(
+        callable(getattr(http_app, "log_exception", None))
+        and http_app.logger.name == "bentoml._internal.server.http_app",
+        "bentoml._internal.server.http_app.log_exception and its logger",
+    )
+    traffic.TimeoutMiddleware = TimeoutMiddleware
+    serde.ALL_SERDE["multipart/form-data"] = PhotoForm
+    serde.ALL_SERDE[RAW_PHOTO_TYPE] = RawPhoto
+    if not any(isinstance(f, UsersErrorsUnlogged) for f in http_app.logger.filters):
+        http_app.logger.addFilter(UsersErrorsUnlogged())
+
+
+def installed() -> dict[str, bool]:
+    """Which patches are in place in this process (for tests and /readyz diagnostics)."""
+    from _bentoml_impl import serde
+
+    from .edge.forms import RAW_PHOTO_TYPE, PhotoForm, RawPhoto
+
+    return {
+        "timeout_middleware": traffic.TimeoutMiddleware is TimeoutMiddleware,
+        "photo_form": serde.ALL_SERDE.get("multipart/form-data") is PhotoForm,
+        "raw_photo": serde.ALL_SERDE.get(RAW_PHOTO_TYPE) is RawPhoto,
+        "users_errors_unlogged": any(
+            isinstance(f, UsersErrorsUnlogged) for f in http_app.logger.filters
+        ),
+    }

@@ -1,0 +1,97 @@
+"""The two forms of ``POST /toonify``, each parsed once, strictly, into the typed API's input.
+
+BentoML picks the parser of a request (its "serde") by the request's media type and hands the
+typed API what it returns. These are ours, registered by ``toonify.bentoml_patches``:
+
+- ``PhotoForm`` for ``multipart/form-data``: the photo as the one file field ``image``, options as
+  text fields (and query parameters), bounded in count and size. BentoML's own multipart parser
+  takes any number of fields of any size, keeps the first of two photos, ignores unknown names,
+  and downloads a link given in place of the file.
+- ``RawPhoto`` for the photo as the raw body with options as query parameters. The gateway
+  routes every non-multipart upload here by its media type (``RAW_PHOTO_TYPE``): the decoder
+  sniffs the real format from the bytes, whatever the client declared.
+
+Option values are decoded as BentoML's own client sends them (JSON if it parses, else the text),
+then validated once, by the typed API's own input model. Failures raise the taxonomy's errors.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import TypeVar
+
+from _bentoml_impl.serde import JSONSerde, MultipartSerde
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+
+from preprocess import NotAnImage
+
+from ..errors import BadOption, BadRequest, record
+from ..schema import ToonifyOptions, decode_field, describe_validation_error
+
+PHOTO_FIELD = "image"
+RAW_PHOTO_TYPE = "application/x-toonify-photo"  # what the gateway labels a raw-body upload
+MAX_FIELDS = 16  # text fields in a multipart form
+MAX_FIELD_BYTES = 1024  # one text field's value
+OPTION_NAMES = frozenset(ToonifyOptions.model_fields)
+
+Input = TypeVar("Input", bound=BaseModel)
+
+
+class PhotoForm(MultipartSerde):
+    async def parse_request(self, request: Request, cls: type[Input]) -> Input:
+        try:
+            form = await request.form(
+                max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES
+            )
+        except (HTTPException, MultiPartException, ValueError) as exc:
+            reason = getattr(exc, "detail", None) or getattr(exc, "message", None) or exc
+            raise record(
+                BadRequest(
+                    f"The multipart form is malformed ({reason}). Send the photo as the one file "
+                    f"field '{PHOTO_FIELD}' and each option once as a text field."
+                )
+            ) from None
+        photos = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+        if len(photos) != 1 or form.getlist(PHOTO_FIELD) != photos:
+            raise record(
+                BadRequest(
+                    f"Send the photo as the multipart file field '{PHOTO_FIELD}' (a file part, not"
+                    " a text field or a link), or as the raw request body."
+                )
+            )
+        fields = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
+        photo = await photos[0].read()
+        return typed_input(cls, photo, [*request.query_params.multi_items(), *fields])
+
+
+class RawPhoto(JSONSerde):
+    media_type = RAW_PHOTO_TYPE
+
+    async def parse_request(self, request: Request, cls: type[Input]) -> Input:
+        photo = await request.body()
+        return typed_input(cls, photo, request.query_params.multi_items())
+
+
+def typed_input(cls: type[Input], photo: bytes, fields: Iterable[tuple[str, str]]) -> Input:
+    """The typed API's input from the photo and the option fields: each option known and given
+    once, then validated by ``cls``."""
+    if not photo:
+        raise record(NotAnImage("The upload is empty: send a photo (JPEG, PNG, HEIC, ...)."))
+    fields = list(fields)
+    repeated = sorted(name for name, count in Counter(n for n, _ in fields).items() if count > 1)
+    if repeated:
+        raise record(BadOption(f"Each option once, please: {', '.join(repeated)} given twice."))
+    unknown = sorted({name for name, _ in fields} - OPTION_NAMES)
+    if unknown:
+        known = ", ".join(ToonifyOptions.model_fields)
+        raise record(BadOption(f"{', '.join(unknown)}: unknown option (known: {known})"))
+    options = {name: decode_field(value) for name, value in fields}
+    try:
+        return cls.model_validate({PHOTO_FIELD: photo, **options})
+    except ValidationError as exc:
+        raise record(BadOption(describe_validation_error(exc))) from None
