@@ -31,7 +31,7 @@ from bentoml.validators import ContentType
 from toonify import bentoml_patches, metrics, shutdown
 from toonify.calls import call_service
 from toonify.edge.gateway import Gateway, request_deadline, request_level
-from toonify.edge.responses import answer_response
+from toonify.edge.responses import answer_headers, answer_json, answer_response
 from toonify.edge.site import make_site
 from toonify.errors import ErrorAnswers, GeneratorUnavailable, answered_errors
 from toonify.generation.signature import GeneratorSignature
@@ -45,6 +45,7 @@ from toonify.schema import (
     ResponseKind,
     Size,
     ToonifiedPhoto,
+    ToonifyJSON,
     ToonifyOptions,
     Toons,
 )
@@ -217,8 +218,44 @@ class Toonify:
             quality=quality,
             response=response,
         )
+        return answer_response(await self.toonified(image, options), options)
+
+    @bentoml.api(route="/toonify/json")
+    @answered_errors
+    async def toonify_json(
+        self,
+        image: Annotated[Path, ContentType("image/*")],
+        *,
+        face_index: FaceIndex | None = DEFAULTS.face_index,
+        all_faces: bool = DEFAULTS.all_faces,
+        paste_back: bool = DEFAULTS.paste_back,
+        return_aligned: bool = DEFAULTS.return_aligned,
+        format: Format = DEFAULTS.format,
+        size: Size | None = DEFAULTS.size,
+        quality: Quality = DEFAULTS.quality,
+        ctx: bentoml.Context,
+    ) -> ToonifyJSON:
+        """As `/toonify`, answered as JSON data: the faces found, the timings and the image
+        (base64), for clients that want data (`client.toonify_json(image=...)` is a dict)."""
+        options = ToonifyOptions(
+            face_index=face_index,
+            all_faces=all_faces,
+            paste_back=paste_back,
+            return_aligned=return_aligned,
+            format=format,
+            size=size,
+            quality=quality,
+            response=ResponseKind.json,
+        )
+        result = await self.toonified(image, options)
+        ctx.response.metadata.update(answer_headers(result))
+        return answer_json(result)
+
+    async def toonified(self, image: Path, options: ToonifyOptions) -> ToonifiedPhoto:
+        """The preprocessing worker's answer for this request's photo, within its deadline and
+        at the level the gateway admitted it at."""
         deadline = request_deadline()
-        result = await call_service(
+        return await call_service(
             self.preprocess.to_async.toonify_photo,
             deadline,
             photo=await asyncio.to_thread(image.read_bytes),
@@ -226,7 +263,6 @@ class Toonify:
             deadline=deadline,
             level=request_level(),
         )
-        return answer_response(result, options)
 
 
 def degrade_ladder() -> Ladder:
@@ -239,5 +275,7 @@ def degrade_ladder() -> Ladder:
 # Errors leave every service in the documented form (the entry's gateway does it for the entry).
 Generator.add_asgi_middleware(ErrorAnswers)
 Preprocess.add_asgi_middleware(ErrorAnswers)
-Toonify.add_asgi_middleware(Gateway, settings=SETTINGS, ladder=degrade_ladder)
+Toonify.add_asgi_middleware(
+    Gateway, settings=SETTINGS, ladder=degrade_ladder, upload_paths=("/toonify", "/toonify/json")
+)
 Toonify.mount_asgi_app(make_site(lambda: Toonify.openapi_spec.asdict()))

@@ -17,25 +17,35 @@ def crops(count: int, side: int, value: int) -> np.ndarray:
 
 
 class Recorder:
-    """A model that inverts its crops and records each batch; the first batch waits until
-    ``release`` is set, so the jobs sent meanwhile queue behind it."""
+    """A model that inverts its crops and records each batch; the first batch says it has
+    ``started`` and waits until ``release`` is set, so the jobs sent meanwhile queue behind it."""
 
     def __init__(self) -> None:
         self.batches: list[tuple[int, list[int]]] = []  # (side, first value of each crop)
+        self.started = threading.Event()
         self.release = threading.Event()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if not self.batches:
+            self.started.set()
             self.release.wait(10)
         self.batches.append((batch.shape[1], [int(crop[0, 0, 0]) for crop in batch]))
         return 255 - batch
 
 
+async def queue_behind_the_first(batcher: Batcher, model: Recorder, sends: list) -> list:
+    """Start ``sends`` once the first batch is running, and return when all of them wait."""
+    await asyncio.to_thread(model.started.wait, 10)
+    rest = [asyncio.create_task(send) for send in sends]
+    while batcher.queued < len(rest):
+        await asyncio.sleep(0)  # a yield, not a wait: the tasks enqueue at their first step
+    return rest
+
+
 async def send_all(batcher: Batcher, model: Recorder, jobs: list[np.ndarray], deadline: float):
     first = asyncio.create_task(batcher(jobs[0], deadline))
-    await asyncio.sleep(0.05)  # the first batch is running: the rest queue behind it
-    rest = [asyncio.create_task(batcher(job, deadline)) for job in jobs[1:]]
-    await asyncio.sleep(0.05)
+    sends = [batcher(job, deadline) for job in jobs[1:]]
+    rest = await queue_behind_the_first(batcher, model, sends)
     model.release.set()
     return await asyncio.gather(first, *rest, return_exceptions=True)
 
@@ -74,10 +84,11 @@ def test_expired_work_is_dropped_not_run():
 
     async def scenario():
         first = asyncio.create_task(batcher(crops(1, 32, 1), time.time() + 60))
-        await asyncio.sleep(0.05)
-        expired = asyncio.create_task(batcher(crops(1, 32, 2), time.time() + 0.01))
-        alive = asyncio.create_task(batcher(crops(1, 32, 3), time.time() + 60))
-        await asyncio.sleep(0.1)
+        sends = [
+            batcher(crops(1, 32, 2), time.time() - 1),  # its deadline passed while it queued
+            batcher(crops(1, 32, 3), time.time() + 60),
+        ]
+        expired, alive = await queue_behind_the_first(batcher, model, sends)
         model.release.set()
         return await asyncio.gather(first, expired, alive, return_exceptions=True)
 

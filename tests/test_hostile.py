@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from loadtest.photos import phone_jpeg
-from tools.served import hammering, scrape
+from tools.served import hammering, scrape, wait_for_metric
 
 from .conftest import insightface_image
 
@@ -88,7 +88,7 @@ def gateway_ms(answer: bytes) -> float:
 
 def test_slow_uploads_do_not_starve_the_others(server, astronaut):
     threads, results = slow_uploads(server.url, 5, 10)  # 1 byte every 0.25 s each
-    time.sleep(0.5)
+    wait_for_metric(server.url, "toonify_uploads_receiving", lambda n: n == 5)
     photo = encoded(astronaut)
     for _ in range(3):  # everyone else is served meanwhile: slow uploads hold no processing slot
         response = httpx.post(f"{server.url}/toonify", content=photo, timeout=60)
@@ -230,7 +230,8 @@ def test_a_lone_request_after_an_overload_does_not_wait_for_company(server, astr
     assert 200 in statuses and set(statuses) <= {200, 503}
     lone = httpx.post(f"{server.url}/toonify", content=photo, timeout=60)
     assert lone.status_code == 200
-    assert server_ms(lone, "generator_queue") < 20
+    # It went to the generator at once: its wait is a small part of its own generation time.
+    assert server_ms(lone, "generator_queue") < 0.5 * server_ms(lone, "generate")
 
 
 # --- deadlines -----------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ def test_a_killed_worker_gives_503_with_retry_after_never_500_or_a_hang(
 
     with ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(post, i) for i in range(6)]
-        time.sleep(0.8)
+        wait_for_metric(server.url, "toonify_requests_in_flight", lambda n: n >= 4)
         os.kill(worker(server, service).pid, signal.SIGKILL)
         results = [future.result() for future in futures]
     for status, retry_after, body, seconds in results:
@@ -323,7 +324,8 @@ def test_sigterm_answers_every_request_in_flight(serve, default_models):
             )
             for _ in range(6)
         ]
-        time.sleep(0.8)  # all six are in, some being decoded, some at the generator
+        # All six are in, some being decoded, some at the generator.
+        wait_for_metric(server.url, "toonify_requests_in_flight", lambda n: n == 6)
         stopping = time.monotonic()
         os.killpg(server.process.pid, signal.SIGTERM)  # what `docker stop` and Kubernetes do
         statuses = [future.result().status_code for future in futures]

@@ -81,12 +81,15 @@ def test_bentoml_client_calls_the_typed_api(server, tmp_path, astronaut):
         every = Image.open(bento.toonify(image=t1, all_faces=True, size=128, format="png"))
         whole = Image.open(bento.toonify(image=t1, paste_back=True))
         answer = Path(bento.toonify(image=photo, response="json")).read_text()
+        data = bento.toonify_json(image=photo, format="png")  # JSON as data, not a file
         with pytest.raises(bentoml.exceptions.BentoMLException) as refused:
             bento.toonify(image=photo, size=9999)
     assert one.size == (512, 512)
     assert every.format == "PNG" and every.size[1] == 128 and every.size[0] >= 5 * 128
     assert whole.size == Image.open(t1).size
     assert '"num_faces":1' in answer
+    assert data["num_faces"] == 1 and data["media_type"] == "image/png"
+    assert Image.open(io.BytesIO(base64.b64decode(data["image"]))).format == "PNG"
     assert refused.value.error_code == 400 and "bad_option" in refused.value.message
 
 
@@ -115,8 +118,13 @@ def test_raw_body_and_the_face_region_changes(client, astronaut):
     assert aligned[face].std() > 20  # the aligned half is a real photo of a face
 
 
-def test_json_variant(client, astronaut):
-    response = client.post("/toonify?response=json", content=encoded(astronaut, "JPEG"))
+@pytest.mark.parametrize("path", ["/toonify?response=json", "/toonify/json"])
+def test_json_variant(client, astronaut, path):
+    response = client.post(path, content=encoded(astronaut, "JPEG"))
+    assert (
+        response.headers["x-service-level"] == "full"
+        and "detect;dur=" in response.headers["server-timing"]
+    )
     body = response.json()
     assert body["num_faces"] == 1 and len(body["faces"][0]["landmarks"]) == 5
     assert set(body["timings_ms"]) >= {"decode", "orient", "detect", "align", "generate", "encode"}
@@ -206,16 +214,17 @@ def headers_only(url: str, path: str, length: int) -> tuple[bytes, float]:
 
 
 def test_oversized_content_length_is_refused_before_the_body(server):
-    answer, seconds = headers_only(server.url, "/toonify", 50 * MAX_BYTES)
+    answer, _ = headers_only(server.url, "/toonify", 50 * MAX_BYTES)
+    # 413 from the header alone: waiting for 200 MB that never come would end in a 408.
     assert answer.startswith(b"HTTP/1.1 413") and b'"too_large"' in answer
-    assert seconds < 2  # answered without waiting for 200 MB that never come
 
 
 def test_overload_is_refused_before_the_body(serve, default_models):
     full = serve(max_in_flight=0, retry_after_s=3)  # every processing slot taken
-    answer, seconds = headers_only(full.url, "/toonify", 1_000_000)
+    answer, _ = headers_only(full.url, "/toonify", 1_000_000)
+    # 503 from the header alone: a body awaited in vain would end in a 408.
     assert answer.startswith(b"HTTP/1.1 503") and b'"overloaded"' in answer
-    assert b"retry-after: 3" in answer.lower() and seconds < 2
+    assert b"retry-after: 3" in answer.lower()
 
 
 def fixed_batch_generator(path: Path) -> Path:
@@ -373,8 +382,9 @@ def test_overload_is_refused_fast_and_the_service_recovers(serve, default_models
     def post(_: int) -> tuple[int, float, str | None, dict]:
         response = httpx.post(f"{server.url}/toonify", content=data, timeout=120)
         body = response.json() if response.status_code != 200 else {}
-        timing = re.search(r"gateway;dur=([\d.]+)", response.headers.get("server-timing", ""))
-        server_ms = float(timing.group(1)) if timing else None  # measured by the server
+        # Measured by the server: the gateway's own time for a refusal, every stage for a toon.
+        stages = re.findall(r";dur=([\d.]+)", response.headers.get("server-timing", ""))
+        server_ms = sum(float(ms) for ms in stages)
         return response.status_code, server_ms, response.headers.get("retry-after"), body
 
     with ThreadPoolExecutor(12) as pool:
@@ -382,9 +392,10 @@ def test_overload_is_refused_fast_and_the_service_recovers(serve, default_models
     served = [r for r in results if r[0] == 200]
     refused = [r for r in results if r[0] == 503]
     assert len(served) + len(refused) == 12 and served and refused
+    quickest_toon_ms = min(server_ms for _, server_ms, _, _ in served)
     for _, server_ms, retry_after, body in refused:
         assert body["error"] == "overloaded" and retry_after == "3"
-        assert server_ms < 100
+        assert 0 < server_ms < 0.1 * quickest_toon_ms  # refused at once, not after queueing
     metrics = scrape(server.url)
     assert metrics['toonify_images_total{outcome="rejected"}'] == len(refused)
     assert post(0)[0] == 200  # load gone, service fine

@@ -89,22 +89,30 @@ class Served:
         command: list[str] | None = None,
         cwd: Path = ROOT,
     ) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = command or [sys.executable, "-m", "bentoml", "serve", "service:Toonify"]
         home = Path(tempfile.mkdtemp(prefix="toonify-serve-"))
         (home / "models").symlink_to(model_store(), target_is_directory=True)
         env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **env}
-        self.process = subprocess.Popen(
-            [*command, "--port", str(self.port)],
-            cwd=cwd,
-            env={**os.environ, **env},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._wait_ready(ready_timeout)
+        # A free port can be taken between our look and the server's bind (BentoML picks free
+        # ports for the dependency services too): another port, at most three times.
+        for attempt in range(3):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self.process = subprocess.Popen(
+                [*command, "--port", str(self.port)],
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                self._wait_ready(ready_timeout)
+                return
+            except RuntimeError:
+                if attempt == 2 or "Address already in use" not in log.read_text():
+                    raise
 
     def _wait_ready(self, timeout: float) -> None:
         try:
@@ -134,6 +142,19 @@ def scrape(url: str) -> dict[str, float]:
             key, value = line.rsplit(" ", 1)
             samples[key] = samples.get(key, 0.0) + float(value)
     return samples
+
+
+def wait_for_metric(url: str, key: str, reached: Callable[[float], bool], timeout: float = 30):
+    """Poll /metrics until the sample ``key`` satisfies ``reached``: a test waits for the state
+    it needs (uploads arriving, requests in flight) instead of sleeping. TimeoutError after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = scrape(url).get(key, 0.0)
+        if reached(value):
+            return value
+        time.sleep(0.02)
+    raise TimeoutError(f"{key} on {url}/metrics did not get there in {timeout:.0f} s")
 
 
 def build_bento(bentofile: str = "bentofile.yaml") -> Path:

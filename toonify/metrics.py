@@ -59,6 +59,11 @@ faces = Counter("toonify_faces", "Faces toonified (the faces in answers).")
 requests_in_flight = Gauge(
     "toonify_requests_in_flight", "Toonify requests being handled.", multiprocess_mode="livesum"
 )
+uploads_receiving = Gauge(
+    "toonify_uploads_receiving",
+    "Uploads whose body is still arriving (they hold no processing slot).",
+    multiprocess_mode="livesum",
+)
 model_load_seconds = Gauge(
     "toonify_model_load_seconds",
     "Seconds to load a model and warm it up, per model.",

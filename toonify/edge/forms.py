@@ -31,13 +31,12 @@ from starlette.requests import Request
 from preprocess import NotAnImage
 
 from ..errors import BadOption, BadRequest, record
-from ..schema import ToonifyOptions, decode_field, describe_validation_error
+from ..schema import decode_field, describe_validation_error
 
 PHOTO_FIELD = "image"
 RAW_PHOTO_TYPE = "application/x-toonify-photo"  # what the gateway labels a raw-body upload
 MAX_FIELDS = 16  # text fields in a multipart form
 MAX_FIELD_BYTES = 1024  # one text field's value
-OPTION_NAMES = frozenset(ToonifyOptions.model_fields)
 
 Input = TypeVar("Input", bound=BaseModel)
 
@@ -86,10 +85,10 @@ def typed_input(cls: type[Input], photo: bytes, fields: Iterable[tuple[str, str]
     repeated = sorted(name for name, count in Counter(n for n, _ in fields).items() if count > 1)
     if repeated:
         raise record(BadOption(f"Each option once, please: {', '.join(repeated)} given twice."))
-    unknown = sorted({name for name, _ in fields} - OPTION_NAMES)
+    known = [name for name in cls.model_fields if name != PHOTO_FIELD]
+    unknown = sorted({name for name, _ in fields} - set(known))
     if unknown:
-        known = ", ".join(ToonifyOptions.model_fields)
-        raise record(BadOption(f"{', '.join(unknown)}: unknown option (known: {known})"))
+        raise record(BadOption(f"{', '.join(unknown)}: unknown option (known: {', '.join(known)})"))
     options = {name: decode_field(value) for name, value in fields}
     try:
         return cls.model_validate({PHOTO_FIELD: photo, **options})

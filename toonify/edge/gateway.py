@@ -1,6 +1,6 @@
 """ASGI middleware in front of the Toonify service: what HTTP needs before and around the body.
 
-For ``POST /toonify``, in this order:
+For an upload (``POST /toonify`` and ``POST /toonify/json``), in this order:
 
 1. **Admission, before the body.** The degrade ladder (``levels.py``) gives each request its
    level from the requests being processed: full, reduced past ``max_in_flight``, and past the
@@ -81,7 +81,7 @@ class Gateway:
         *,
         settings: Settings,
         ladder: Callable[[], Ladder] | None = None,
-        api_path: str = "/toonify",
+        upload_paths: tuple[str, ...] = ("/toonify",),
     ) -> None:
         """``ladder`` makes the degrade ladder when the app starts in its worker (it reads the
         generator's signature); without it the instance refuses past ``max_in_flight``."""
@@ -89,7 +89,7 @@ class Gateway:
         self.settings = settings
         self.ladder = ladder() if ladder else Ladder.of(settings, generator_sizes=())
         logger.info("admission: %s", self.ladder.describe())
-        self.api_path = api_path
+        self.upload_paths = frozenset(upload_paths)
         self.upload_limit = settings.max_bytes + FORM_SLACK
         self.receiving = 0
         self.processing = 0
@@ -111,14 +111,14 @@ class Gateway:
             await ErrorAnswers(self._route(answered), answered.started)(scope, receive, send)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            if scope["path"] == self.api_path:
-                route = self.api_path
+            if scope["path"] in self.upload_paths:
+                route = scope["path"]
             metrics.http_requests.labels(route, str(answered.status)).inc()
             metrics.http_request_seconds.labels(route).observe(time.perf_counter() - started)
 
     def _route(self, answered: Answered) -> ASGIApp:
         async def route(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["path"] == self.api_path and scope["method"] == "POST":
+            if scope["path"] in self.upload_paths and scope["method"] == "POST":
                 await self._toonify(scope, receive, send, answered)
             else:
                 await self.app(scope, receive, send)
@@ -172,10 +172,12 @@ class Gateway:
         if declared.isdigit() and int(declared) > self.upload_limit:
             raise ImageTooLarge(self._too_large(int(declared)))
         self.receiving += 1
+        metrics.uploads_receiving.inc()
         try:
             return await read_body(receive, self.upload_limit, self.settings, self._too_large)
         finally:
             self.receiving -= 1
+            metrics.uploads_receiving.dec()
 
     def _too_large(self, size: int) -> str:
         return (

@@ -31,15 +31,27 @@ def error_codes() -> dict[int, list[str]]:
     return dict(sorted(codes.items()))
 
 
-def complete(spec: dict, path: str = "/toonify") -> dict:
+def complete(spec: dict, image_path: str = "/toonify", json_path: str = "/toonify/json") -> dict:
     spec = copy.deepcopy(spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorBody, ToonifyJSON):
         document = model.model_json_schema(ref_template=REF)
         schemas.update(document.pop("$defs", {}))
         schemas[model.__name__] = document
+    for path in (image_path, json_path):
+        if path in spec["paths"]:
+            complete_upload(spec["paths"][path]["post"])
+    answer = spec["paths"][image_path]["post"]["responses"]["200"]
+    answer["content"]["application/json"] = {"schema": {"$ref": REF.format(model="ToonifyJSON")}}
+    answer["description"] = "The toon: an image, or JSON with `response=json`."
+    answer["headers"] = {
+        name: {"description": text, "schema": {"type": "string"}} for name, text in HEADERS.items()
+    }
+    return spec
 
-    operation = spec["paths"][path]["post"]
+
+def complete_upload(operation: dict) -> None:
+    """The raw-body form with its query parameters, and every error answer, on one upload API."""
     form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
     operation["requestBody"]["content"]["image/*"] = {
         "schema": {"type": "string", "format": "binary", "description": "the photo, as the body"}
@@ -53,19 +65,14 @@ def complete(spec: dict, path: str = "/toonify") -> dict:
             "name": name,
             "in": "query",
             "required": False,
-            "description": f"{schema.get('description', name)} (query or form field)",
+            "description": f"{schema.get('description', name)} (with the raw-body form)",
             "schema": {k: v for k, v in schema.items() if k not in ("title", "description")},
         }
         for name, schema in form["properties"].items()
         if name != "image"
     ]
-    answer = {str(status): value for status, value in operation["responses"].items()}["200"]
-    answer["content"]["application/json"] = {"schema": {"$ref": REF.format(model="ToonifyJSON")}}
-    answer["description"] = "The toon: an image, or JSON with `response=json`."
-    answer["headers"] = {
-        name: {"description": text, "schema": {"type": "string"}} for name, text in HEADERS.items()
-    }
-    responses = {"200": answer}
+    responses = {str(status): value for status, value in operation["responses"].items()}
+    responses = {"200": responses["200"]}
     for status, codes in error_codes().items():
         response = {
             "description": "error: " + ", ".join(codes),
@@ -76,4 +83,3 @@ def complete(spec: dict, path: str = "/toonify") -> dict:
             response["headers"] = {"Retry-After": retry}
         responses[str(status)] = response
     operation["responses"] = responses
-    return spec

@@ -14,23 +14,32 @@ def server_timing(timings: dict[str, float]) -> str:
     return ", ".join(f"{stage};dur={seconds * 1000:.1f}" for stage, seconds in timings.items())
 
 
-def answer_response(result: ToonifiedPhoto, options: ToonifyOptions) -> Response:
-    headers = {
+def answer_headers(result: ToonifiedPhoto) -> dict[str, str]:
+    """What went into the answer, in headers that every form of it carries."""
+    return {
         "Server-Timing": server_timing(result.timings),
         "X-Service-Level": result.level.value,
         "X-Generated-Size": str(result.generated_size),
     }
+
+
+def answer_json(result: ToonifiedPhoto) -> ToonifyJSON:
+    return ToonifyJSON(
+        num_faces=result.num_faces,
+        faces=result.faces,
+        level=result.level,
+        generated_size=result.generated_size,
+        timings_ms={stage: round(s * 1000, 1) for stage, s in result.timings.items()},
+        media_type=result.image_type,
+        image=base64.b64encode(result.image).decode("ascii"),
+    )
+
+
+def answer_response(result: ToonifiedPhoto, options: ToonifyOptions) -> Response:
+    """The answer of ``POST /toonify``: the image with headers, or JSON with ``response=json``."""
+    headers = answer_headers(result)
     if options.response is ResponseKind.json:
-        body = ToonifyJSON(
-            num_faces=result.num_faces,
-            faces=result.faces,
-            level=result.level,
-            generated_size=result.generated_size,
-            timings_ms={stage: round(s * 1000, 1) for stage, s in result.timings.items()},
-            media_type=result.image_type,
-            image=base64.b64encode(result.image).decode("ascii"),
-        )
-        return JSONResponse(body.model_dump(mode="json"), headers=headers)
+        return JSONResponse(answer_json(result).model_dump(mode="json"), headers=headers)
     extension = options.format.value.replace("jpeg", "jpg")
     headers |= {
         "X-Num-Faces": str(result.num_faces),

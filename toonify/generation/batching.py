@@ -64,6 +64,11 @@ class Batcher:
             self._draining = asyncio.create_task(self._drain())
         return await job.future
 
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a batch (not those in the batch being run)."""
+        return len(self._queue)
+
     def _next_batch(self) -> list[_Job]:
         """The oldest job and, in arrival order, the later ones whose crops have its size, up to
         max_batch crops (one job even if it alone is larger); the others keep their places.
