@@ -2,22 +2,24 @@
 
 Every field's default is what `bentoml serve` uses on a fresh machine; the README lists them.
 Worker counts and batching are read when the service classes are defined, so they must be set
-before `bentoml serve` starts.
+before `bentoml serve` starts. pydantic types and checks them; a TOONIFY_* name that nothing
+reads stops the start.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 # TOONIFY_* names read elsewhere: the price profile (cost.py), the spend cap CLI and the tests.
 READ_ELSEWHERE = ("TOONIFY_COST_", "TOONIFY_BUDGET_USD_PER_HOUR", "TOONIFY_TEST_ASSETS")
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     generator_model: str = "toon-filter:latest"  # a tag in the BentoML model store
     detector_model: str = "mtcnn:latest"
     crop_size: int = 512  # aligned face side sent to the generator
@@ -74,24 +76,27 @@ class Settings:
         environ = os.environ if environ is None else environ
         unknown = sorted(name for name in environ if is_unknown(name))
         if unknown:
-            known = ", ".join(f"TOONIFY_{f.name.upper()}" for f in dataclasses.fields(cls))
+            known = ", ".join(f"TOONIFY_{name.upper()}" for name in cls.model_fields)
             raise ValueError(f"unknown setting {', '.join(unknown)} (known: {known})")
-        values = {}
-        for field in dataclasses.fields(cls):
-            raw = environ.get(f"TOONIFY_{field.name.upper()}")
-            if raw is None:
-                continue
-            kind = type(field.default)
-            try:
-                values[field.name] = kind(raw)
-            except ValueError:
-                raise ValueError(
-                    f"TOONIFY_{field.name.upper()}={raw!r} is not a valid {kind.__name__}"
-                ) from None
-        return cls(**values)
+        values = {
+            name: environ[f"TOONIFY_{name.upper()}"]
+            for name in cls.model_fields
+            if f"TOONIFY_{name.upper()}" in environ
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = [
+                f"TOONIFY_{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+                if e["loc"]
+                else e["msg"]
+                for e in exc.errors(include_url=False)
+            ]
+            raise ValueError("; ".join(problems)) from None
 
-    def __post_init__(self) -> None:
-        # Settings left at 0 follow from others.
+    @model_validator(mode="after")
+    def _derived_and_checked(self) -> Settings:
+        # Settings left at 0 follow from others (set once here, before the model is frozen).
         derived = {
             "max_receiving": self.max_receiving or 4 * self.max_in_flight,
             "degraded_size": self.degraded_size or self.crop_size // 2,
@@ -109,12 +114,13 @@ class Settings:
             raise ValueError(
                 "TOONIFY_DEGRADED_MAX_IN_FLIGHT must be at least TOONIFY_MAX_IN_FLIGHT"
             )
+        return self
 
 
 def is_unknown(name: str) -> bool:
     if not name.startswith("TOONIFY_") or name.startswith(READ_ELSEWHERE):
         return False
-    return name.removeprefix("TOONIFY_").lower() not in Settings.__dataclass_fields__
+    return name.removeprefix("TOONIFY_").lower() not in Settings.model_fields
 
 
 SETTINGS = Settings.from_env()
