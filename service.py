@@ -40,6 +40,7 @@ from toonify.schema import (
     DEFAULTS,
     FaceCrops,
     FaceIndex,
+    Flag,
     Format,
     Quality,
     ResponseKind,
@@ -148,6 +149,10 @@ class Preprocess:
         self.photos = PhotoWork(detector, SETTINGS)
         # Decoding, detection and resampling release the GIL: threads work in parallel.
         self.threads = anyio.CapacityLimiter(SETTINGS.preprocess_threads)
+        # Photos decoded and not yet answered: each holds its full-size pixels from prepare to
+        # finish, so without a bound a burst of 12 MP paste_backs held a gigabyte between the
+        # two. One more than the threads keeps the generator's turn overlapped with a decode.
+        self.open_photos = anyio.Semaphore(SETTINGS.preprocess_threads + 1)
         shutdown.drain_after_entry(DRAIN_GRACE_S)
         metrics.ready.labels("preprocess").set(1)
 
@@ -158,18 +163,19 @@ class Preprocess:
     ) -> ToonifiedPhoto:
         """Decode, orient, detect and align at the level's size; the generator toonifies the
         crops; paste back or lay them out; encode."""
-        job = await anyio.to_thread.run_sync(
-            self.photos.prepare, photo, options, level, limiter=self.threads
-        )
-        toons = await call_service(
-            self.generator.to_async.generate,
-            deadline,
-            GeneratorUnavailable,
-            crops=FaceCrops(pixels=job.crops, deadline=deadline),
-        )
-        result = await anyio.to_thread.run_sync(
-            self.photos.finish, job, toons, options, limiter=self.threads
-        )
+        async with self.open_photos:
+            job = await anyio.to_thread.run_sync(
+                self.photos.prepare, photo, options, level, limiter=self.threads
+            )
+            toons = await call_service(
+                self.generator.to_async.generate,
+                deadline,
+                GeneratorUnavailable,
+                crops=FaceCrops(pixels=job.crops, deadline=deadline),
+            )
+            result = await anyio.to_thread.run_sync(
+                self.photos.finish, job, toons, options, limiter=self.threads
+            )
         metrics.observe_photo(result.timings, len(result.faces))
         return result
 
@@ -196,9 +202,9 @@ class Toonify:
         image: Annotated[Path, ContentType("image/*")],
         *,
         face_index: FaceIndex | None = DEFAULTS.face_index,
-        all_faces: bool = DEFAULTS.all_faces,
-        paste_back: bool = DEFAULTS.paste_back,
-        return_aligned: bool = DEFAULTS.return_aligned,
+        all_faces: Flag = DEFAULTS.all_faces,
+        paste_back: Flag = DEFAULTS.paste_back,
+        return_aligned: Flag = DEFAULTS.return_aligned,
         format: Format = DEFAULTS.format,
         size: Size | None = DEFAULTS.size,
         quality: Quality = DEFAULTS.quality,
@@ -227,9 +233,9 @@ class Toonify:
         image: Annotated[Path, ContentType("image/*")],
         *,
         face_index: FaceIndex | None = DEFAULTS.face_index,
-        all_faces: bool = DEFAULTS.all_faces,
-        paste_back: bool = DEFAULTS.paste_back,
-        return_aligned: bool = DEFAULTS.return_aligned,
+        all_faces: Flag = DEFAULTS.all_faces,
+        paste_back: Flag = DEFAULTS.paste_back,
+        return_aligned: Flag = DEFAULTS.return_aligned,
         format: Format = DEFAULTS.format,
         size: Size | None = DEFAULTS.size,
         quality: Quality = DEFAULTS.quality,

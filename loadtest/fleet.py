@@ -44,20 +44,30 @@ def wait_for(url: str, timeout: float = 240) -> None:
         raise SystemExit(str(exc)) from None
 
 
-def haproxy_config(port: int, instances: dict[str, int]) -> str:
+def haproxy_config(port: int, instances: dict[str, int], per_source: int = 64) -> str:
     servers = "\n".join(
         f"  server {name} 127.0.0.1:{instance_port} check inter 2s fall 2 rise 1"
         for name, instance_port in instances.items()
     )
+    # In front of the fleet, what one process cannot hold: headers within 10 s, at most
+    # ``per_source`` connections per source address (past it a JSON 429; the load generator is
+    # one address, so this stays above its peak), the client's address passed on.
+    limited = '{"error": "overloaded", "detail": "Too many connections from one address; retry."}'
     return f"""global
   maxconn 4096
 defaults
   mode http
+  option forwardfor
   timeout connect 5s
+  timeout http-request 10s
   timeout client 150s
   timeout server 150s
 frontend toonify
   bind 127.0.0.1:{port}
+  stick-table type ip size 100k expire 60s store conn_cur
+  tcp-request connection track-sc0 src
+  http-request return status 429 content-type application/json hdr Retry-After 2 \
+    string '{limited}' if {{ sc0_conn_cur gt {per_source} }}
   default_backend instances
 backend instances
   balance roundrobin

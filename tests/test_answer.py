@@ -31,8 +31,8 @@ def test_options_from_form_fields_decode_like_bentoml():
     options = ToonifyOptions.from_fields(
         {
             "face_index": "2",
-            "all_faces": "yes",
-            "paste_back": "1",
+            "all_faces": "true",
+            "paste_back": "true",
             "format": "JPG",
             "size": "256",
             "response": "json",
@@ -57,6 +57,13 @@ def test_options_from_form_fields_decode_like_bentoml():
         ({"response": "xml"}, "response"),
         ({"quality": "0"}, "quality"),
         ({"format": "null"}, "format"),
+        # Strict: integers are digits, flags are true or false.
+        ({"size": "5e2"}, "size"),
+        ({"size": "512.0"}, "size"),
+        ({"size": " 512 "}, "size"),
+        ({"paste_back": "yes"}, "paste_back"),
+        ({"paste_back": "1"}, "paste_back"),
+        ({"face_index": "99999999999999999999"}, "face_index"),
     ],
 )
 def test_bad_options_are_refused_with_the_option_named(fields, named):

@@ -129,9 +129,16 @@ def test_bad_options_are_a_400_naming_the_option(client, query, named):
     assert named in body["detail"]
 
 
-def test_an_option_in_the_query_and_the_form_is_given_twice(client):
-    response = client.post("/toonify?size=256", files={"image": ("a", PHOTO)}, data={"size": "256"})
-    assert "size given twice" in refused(response, 400, "bad_option")["detail"]
+def test_options_come_from_the_form_or_the_query_never_both(client):
+    response = client.post("/toonify?size=256", files={"image": ("a", PHOTO)}, data={"size": "9"})
+    assert "/toonify/raw" in refused(response, 400, "bad_option")["detail"]
+    raw = echoed(client.post("/toonify/raw?size=256", content=PHOTO))
+    assert raw["options"]["size"] == "256"
+    # At /raw even a multipart label is the photo itself.
+    labelled = client.post(
+        "/toonify/raw", content=PHOTO, headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    assert echoed(labelled)["sha256"] == hashlib.sha256(PHOTO).hexdigest()
 
 
 PART = b'Content-Disposition: form-data; name="image"; filename="a.jpg"\r\n\r\nJPEGDATA'
@@ -196,7 +203,9 @@ def test_our_own_bug_is_a_500_internal_without_retry_after(client):
 
 def test_unknown_paths_and_methods_answer_in_json(client):
     refused(client.get("/wp-login.php"), 404, "not_found")
-    refused(client.get("/toonify"), 405, "method_not_allowed")
+    wrong_method = client.get("/toonify")
+    refused(wrong_method, 405, "method_not_allowed")
+    assert wrong_method.headers["allow"] == "POST"  # as HTTP requires of a 405
 
 
 def test_the_patched_timeout_middleware_is_in_the_stack_and_answers_504_in_json(client):

@@ -62,9 +62,13 @@ def test_docs_json_describes_the_photo_and_every_option(client):
         for ref in [fields[name]["$ref"]]
     }
     assert enums == {"format": ["jpeg", "png", "webp"], "response": ["image", "json"]}
-    # The raw-body form, the JSON answer and every documented error are there too.
-    assert "image/*" in operation["requestBody"]["content"]
-    assert {p["name"] for p in operation["parameters"]} == set(fields) - {"image"}
+    # The raw-body form at /toonify/raw (the photo as the body, options in the query, never
+    # both forms of options on one operation), the JSON answer and every documented error.
+    raw = spec["paths"]["/toonify/raw"]["post"]
+    assert set(raw["requestBody"]["content"]) == {"image/*"} and "parameters" not in operation
+    assert {p["name"] for p in raw["parameters"]} == set(fields) - {"image"}
+    assert {p["in"] for p in raw["parameters"]} == {"query"}
+    assert "/toonify/json/raw" in spec["paths"]
     assert set(operation["responses"]["200"]["content"]) == {"image/*", "application/json"}
     assert set(operation["responses"]) >= {"400", "408", "413", "415", "422", "500", "503", "504"}
     assert "no_face" in operation["responses"]["422"]["description"]
@@ -88,7 +92,7 @@ def test_bentoml_client_calls_the_typed_api(server, tmp_path, astronaut):
     assert every.format == "PNG" and every.size[1] == 128 and every.size[0] >= 5 * 128
     assert whole.size == Image.open(t1).size
     assert '"num_faces":1' in answer
-    assert data["num_faces"] == 1 and data["media_type"] == "image/png"
+    assert data["num_faces"] == 1 and data["image_type"] == "image/png"
     assert Image.open(io.BytesIO(base64.b64decode(data["image"]))).format == "PNG"
     assert refused.value.error_code == 400 and "bad_option" in refused.value.message
 

@@ -285,6 +285,10 @@ class ErrorAnswers:
                         logger.error("answered %s from below the service's code", status)
                     replaced = True
                     response = error_response(error)
+                    if raised.error is None:  # keep what HTTP requires of it (a 405's Allow)
+                        for name, value in message.get("headers", []):
+                            if name.lower() == b"allow":
+                                response.headers["Allow"] = value.decode("latin-1")
                     if self.on_start is not None:
                         self.on_start(response.status_code, error_body(error)["error"])
                     await response(scope, receive, send)

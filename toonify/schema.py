@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    Strict,
     ValidationError,
     WithJsonSchema,
 )
@@ -48,16 +49,23 @@ def _format_name(value: Any) -> Any:
     return value
 
 
-FaceIndex = Annotated[int, Field(ge=0, description="which face, counting from 0, largest first")]
+# Integers and flags are strict: "512.0", "5e2" or " 512 " is not a size, "yes" is not a flag.
+FaceIndex = Annotated[
+    int,
+    Strict(),
+    Field(ge=0, le=1023, description="which face, counting from 0, largest first"),
+]
 Size = Annotated[
     int,
+    Strict(),
     Field(
         ge=16,
         le=4096,
         description="side of each face image; with paste_back, the photo's long side",
     ),
 ]
-Quality = Annotated[int, Field(ge=1, le=100, description="JPEG and WebP quality")]
+Quality = Annotated[int, Strict(), Field(ge=1, le=100, description="JPEG and WebP quality")]
+Flag = Annotated[bool, Strict(), Field(description="true or false")]
 Format = Annotated[OutputFormat, BeforeValidator(_format_name)]
 
 
@@ -67,9 +75,9 @@ class ToonifyOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     face_index: FaceIndex | None = None  # None: the largest face
-    all_faces: bool = False
-    paste_back: bool = False
-    return_aligned: bool = False
+    all_faces: Flag = False
+    paste_back: Flag = False
+    return_aligned: Flag = False
     format: Format = OutputFormat.jpeg
     size: Size | None = None
     quality: Quality = 90
@@ -86,7 +94,10 @@ DEFAULTS = ToonifyOptions()
 
 def decode_field(text: str) -> Any:
     """One option's text as BentoML decodes a form field (its own client sends JSON: '"png"',
-    'true'): JSON if it parses, else the text."""
+    'true', '512'): JSON if it parses, else the text. Padded text stays text, so the strict
+    types refuse it."""
+    if text != text.strip():
+        return text
     try:
         return json.loads(text)
     except ValueError:
@@ -167,7 +178,7 @@ class ToonifyJSON(BaseModel):
     )
     generated_size: int
     timings_ms: dict[str, float]
-    media_type: str
+    image_type: str = Field(description="the media type of the image, e.g. image/jpeg")
     image: str = Field(description="the answer image, base64")
 
 

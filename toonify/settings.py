@@ -63,6 +63,16 @@ class Settings(BaseModel):
     body_idle_timeout_s: float = 10.0  # the longest pause in it
     body_min_rate: float = 8192.0  # bytes/s on average, after the first 3 s
     retry_after_s: int = 2
+    # Fairness per client address (toonify/edge/fairness.py): against other clients, one address
+    # counts for at most this share of each bound (receiving, processing, unsent answers).
+    client_share: float = 0.25
+    trusted_proxies: str = ""  # comma list of proxies whose X-Forwarded-For names the client
+    max_query_bytes: int = 2048  # checked before the query is parsed
+    max_query_params: int = 16
+    # Answer bytes handed to the server but not yet taken by their clients, per instance; each
+    # 64 KB of an answer must be taken within answer_idle_timeout_s or the connection is closed.
+    max_unsent_answer_bytes: int = 128 * 2**20
+    answer_idle_timeout_s: float = 10.0
     # What the platform bills for one instance (cost accounting; the profile is
     # TOONIFY_COST_PROFILE, see cost.py).
     billed_vcpu: float = 2.0
@@ -110,6 +120,8 @@ class Settings(BaseModel):
             raise ValueError(f"TOONIFY_DEGRADE must be on or off, not {self.degrade!r}")
         if not 16 <= self.degraded_size < self.crop_size:
             raise ValueError("TOONIFY_DEGRADED_SIZE must lie between 16 and TOONIFY_CROP_SIZE")
+        if not 0 < self.client_share <= 1:
+            raise ValueError("TOONIFY_CLIENT_SHARE must lie in (0, 1]")
         if self.degraded_max_in_flight < self.max_in_flight:
             raise ValueError(
                 "TOONIFY_DEGRADED_MAX_IN_FLIGHT must be at least TOONIFY_MAX_IN_FLIGHT"

@@ -4,28 +4,39 @@ BentoML picks the parser of a request (its "serde") by the request's media type 
 typed API what it returns. These are ours, registered by ``toonify.bentoml_patches``:
 
 - ``PhotoForm`` for ``multipart/form-data``: the photo as the one file field ``image``, options as
-  text fields (and query parameters), bounded in count and size. BentoML's own multipart parser
-  takes any number of fields of any size, keeps the first of two photos, ignores unknown names,
-  and downloads a link given in place of the file.
-- ``RawPhoto`` for the photo as the raw body with options as query parameters. The gateway
-  routes every non-multipart upload here by its media type (``RAW_PHOTO_TYPE``): the decoder
-  sniffs the real format from the bytes, whatever the client declared.
+  text fields (never query parameters too), bounded in count and size. BentoML's own multipart
+  parser takes any number of fields of any size, keeps the first of two photos, ignores unknown
+  names, and downloads a link given in place of the file.
+- ``RawPhoto`` for the photo as the raw body with options as query parameters (``POST
+  /toonify/raw``; any non-multipart body at ``/toonify`` too). The gateway routes them here by
+  media type (``RAW_PHOTO_TYPE``): the decoder sniffs the real format from the bytes, whatever
+  the client declared.
 
 Option values are decoded as BentoML's own client sends them (JSON if it parses, else the text),
 then validated once, by the typed API's own input model. Failures raise the taxonomy's errors.
+
+The photo never touches a disk: the multipart parser keeps file parts in memory (up to the
+upload limit, which the gateway enforces first), and the typed API's file parameter is handed an
+anonymous in-memory file (``memfd``) in place of BentoML's per-request temporary file. It is
+closed when the gateway has answered (``photos_in_memory``), and a crash takes it with the
+process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 from _bentoml_impl.serde import JSONSerde, MultipartSerde
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from preprocess import NotAnImage
@@ -39,6 +50,37 @@ MAX_FIELDS = 16  # text fields in a multipart form
 MAX_FIELD_BYTES = 1024  # one text field's value
 
 Input = TypeVar("Input", bound=BaseModel)
+# Starlette spools a file part to a temporary file on disk past this size: keep photos in memory
+# (the gateway has already bounded the whole body).
+MultiPartParser.spool_max_size = 1 << 62
+_IN_MEMORY: contextvars.ContextVar[list[int]] = contextvars.ContextVar("toonify_photo_files")
+
+
+@contextlib.contextmanager
+def photos_in_memory() -> Iterator[None]:
+    """Around one request: the photo files made for it are closed (and so freed) at the end."""
+    files: list[int] = []
+    token = _IN_MEMORY.set(files)
+    try:
+        yield
+    finally:
+        _IN_MEMORY.reset(token)
+        for descriptor in files:
+            os.close(descriptor)
+
+
+def in_memory_file(data: bytes) -> Path | bytes:
+    """A path to an anonymous in-memory file holding ``data``, open until the request ends;
+    the bytes themselves outside ``photos_in_memory`` (or where memfd is missing)."""
+    files = _IN_MEMORY.get(None)
+    if files is None or not hasattr(os, "memfd_create"):
+        return data
+    descriptor = os.memfd_create("photo", os.MFD_CLOEXEC)
+    files.append(descriptor)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+    return Path(f"/proc/self/fd/{descriptor}")
 
 
 class PhotoForm(MultipartSerde):
@@ -63,16 +105,25 @@ class PhotoForm(MultipartSerde):
                     " a text field or a link), or as the raw request body."
                 )
             )
+        if request.url.query:
+            raise record(
+                BadOption(
+                    "With a multipart form, send the options as form fields; query parameters "
+                    "go with the photo as the raw body (POST /toonify/raw)."
+                )
+            )
         fields = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
         photo = await photos[0].read()
-        return typed_input(cls, photo, [*request.query_params.multi_items(), *fields])
+        await photos[0].close()  # its copy goes now, not when the request ends
+        return typed_input(cls, photo, fields)
 
 
 class RawPhoto(JSONSerde):
     media_type = RAW_PHOTO_TYPE
 
     async def parse_request(self, request: Request, cls: type[Input]) -> Input:
-        photo = await request.body()
+        # Read as a stream: request.body() would keep a copy for the request's whole life.
+        photo = b"".join([chunk async for chunk in request.stream()])
         return typed_input(cls, photo, request.query_params.multi_items())
 
 
@@ -91,6 +142,6 @@ def typed_input(cls: type[Input], photo: bytes, fields: Iterable[tuple[str, str]
         raise record(BadOption(f"{', '.join(unknown)}: unknown option (known: {', '.join(known)})"))
     options = {name: decode_field(value) for name, value in fields}
     try:
-        return cls.model_validate({PHOTO_FIELD: photo, **options})
+        return cls.model_validate({PHOTO_FIELD: in_memory_file(photo), **options})
     except ValidationError as exc:
         raise record(BadOption(describe_validation_error(exc))) from None

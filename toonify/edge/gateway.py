@@ -38,10 +38,19 @@ from preprocess import ImageTooLarge, InputError
 
 from .. import metrics
 from ..cost import BillingMeter, Charge, RollingCost, profile_from_env
-from ..errors import ErrorAnswers, Overloaded, ServiceError, SlowUpload, error_response, outcome
+from ..errors import (
+    BadRequest,
+    ErrorAnswers,
+    Overloaded,
+    ServiceError,
+    SlowUpload,
+    error_response,
+    outcome,
+)
 from ..levels import Ladder, Level
 from ..settings import Settings
-from .forms import RAW_PHOTO_TYPE
+from .fairness import FairSlots, client_address, parse_networks
+from .forms import RAW_PHOTO_TYPE, photos_in_memory
 from .responses import server_timing
 
 logger = logging.getLogger("toonify.gateway")
@@ -61,6 +70,13 @@ LEVEL: contextvars.ContextVar[Level] = contextvars.ContextVar("toonify_level")
 
 class ClientGone(Exception):
     """The client disconnected before its upload arrived: there is nobody to answer."""
+
+
+class AnswerNotTaken(Exception):
+    """The client stopped taking its answer: the connection is closed, its bytes let go."""
+
+
+ANSWER_PIECE = 64 * 1024  # the answer is handed over in pieces of this size
 
 
 @dataclass
@@ -89,10 +105,24 @@ class Gateway:
         self.settings = settings
         self.ladder = ladder() if ladder else Ladder.of(settings, generator_sizes=())
         logger.info("admission: %s", self.ladder.describe())
-        self.upload_paths = frozenset(upload_paths)
+        # Each upload API, and its raw-body form at PATH/raw (the same API, parsed as raw).
+        self.upload_paths = {path: path for path in upload_paths} | {
+            f"{path}/raw": path for path in upload_paths
+        }
         self.upload_limit = settings.max_bytes + FORM_SLACK
-        self.receiving = 0
-        self.processing = 0
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
+        share = settings.client_share
+        # Each bound held per client address; the hard limits bound the real totals.
+        self.receiving = FairSlots(
+            round(share * settings.max_receiving), hard_limit=2 * settings.max_receiving
+        )
+        self.processing = FairSlots(
+            round(share * self.ladder.reduced_bound), hard_limit=2 * self.ladder.reduced_bound
+        )
+        self.unsent = FairSlots(
+            round(share * settings.max_unsent_answer_bytes),
+            hard_limit=settings.max_unsent_answer_bytes,
+        )
         self.profile = profile_from_env()
         self.meter = BillingMeter(self.profile, settings.billed_vcpu, settings.billed_memory_gib)
         self.recent_cost = RollingCost(settings.cost_window_s)
@@ -131,20 +161,31 @@ class Gateway:
         arrived = time.perf_counter()
         DEADLINE.set(time.time() + self.settings.request_timeout_s)
         self.bill(self.meter.started())
+        client = client_address(
+            (scope.get("client") or (None,))[0],
+            Headers(scope=scope).getlist("x-forwarded-for"),
+            self.trusted_proxies,
+        )
         try:
-            body = await self._admit_and_read(scope, receive)
+            body = await self._admit_and_read(scope, receive, client)
             # The level now: slots may have filled while the upload arrived.
-            LEVEL.set(self.ladder.level_for(self.processing))
-            scope = to_its_parser(scope, len(body))
-            self.processing += 1
+            LEVEL.set(self._level_for(client))
+            scope = to_its_parser(scope, len(body), self.upload_paths[scope["path"]])
+            self.processing.take(client)
             metrics.requests_in_flight.inc()
             try:
-                await self.app(scope, replay(body, receive), send)
+                answer = self._bounded_answer(scope, send, client)
+                with photos_in_memory():
+                    request_body = replay(body, receive)
+                    del body  # the replay hands it over once, and lets go of it then
+                    await self.app(scope, request_body, answer)
             finally:
-                self.processing -= 1
+                self.processing.give_back(client)
                 metrics.requests_in_flight.dec()
         except ClientGone:
             answered.code = "client_gone"
+        except AnswerNotTaken:
+            answered.code = "client_gone"  # the connection is closed: nobody to answer
         except (ServiceError, InputError) as exc:
             response = error_response(exc)
             # Server-side time of an answer the gateway gave itself (a refusal, say).
@@ -160,24 +201,87 @@ class Gateway:
             if answered.code != "client_gone":
                 metrics.images.labels(outcome(answered.status, answered.code)).inc()
 
-    async def _admit_and_read(self, scope: Scope, receive: Receive) -> bytes:
-        self.ladder.level_for(self.processing)  # refused before the body past the ladder's top
-        if self.receiving >= self.settings.max_receiving:
-            raise Overloaded(
-                f"Too many uploads are arriving at once; retry in {self.settings.retry_after_s} s.",
-                retry_after=self.settings.retry_after_s,
-            )
+    def _level_for(self, client: str) -> Level:
+        """The ladder's level for a request of ``client``: its own requests count in full, other
+        clients' up to their share; past the hard limit everyone is refused."""
+        if self.processing.total >= self.processing.hard_limit:
+            raise self._overloaded("The service is at capacity")
+        return self.ladder.level_for(self.processing.weight_for(client))
+
+    def _overloaded(self, reason: str) -> Overloaded:
+        retry = self.settings.retry_after_s
+        return Overloaded(f"{reason}; retry in {retry} s.", retry_after=retry)
+
+    async def _admit_and_read(self, scope: Scope, receive: Receive, client: str) -> bytes:
+        check_query(scope.get("query_string", b""), self.settings)
+        self._level_for(client)  # refused before the body past the ladder's top
+        if self.receiving.full_for(client, self.settings.max_receiving):
+            raise self._overloaded("Too many uploads are arriving at once")
+        if not self._answer_fits(client, 1):
+            raise self._overloaded("Too many answers are waiting to be taken")
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.upload_limit:
             raise ImageTooLarge(self._too_large(int(declared)))
-        self.receiving += 1
+        self.receiving.take(client)
         metrics.uploads_receiving.inc()
         try:
             return await read_body(receive, self.upload_limit, self.settings, self._too_large)
         finally:
-            self.receiving -= 1
+            self.receiving.give_back(client)
             metrics.uploads_receiving.dec()
+
+    def _answer_fits(self, client: str, length: int) -> bool:
+        """Whether ``length`` more answer bytes may wait for ``client``: within the instance's
+        budget, and within the client's share of it unless it has nothing else waiting."""
+        held = self.unsent.held[client]
+        return self.unsent.total + length <= self.unsent.hard_limit and (
+            held == 0 or held + length <= self.unsent.share
+        )
+
+    def _bounded_answer(self, scope: Scope, send: Send, client: str) -> Send:
+        """A send that hands the answer over in pieces, each taken by the client within
+        ``answer_idle_timeout_s``, and counts the bytes not yet taken against the instance's and
+        the client's share of ``max_unsent_answer_bytes``: an answer that does not fit is
+        answered 503 instead, and one the client does not take closes the connection."""
+        refused = False
+
+        async def bounded(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return  # the body of an answer replaced by the refusal
+            if message["type"] == "http.response.start":
+                length = int(Headers(raw=message.get("headers", [])).get("content-length", 0))
+                if message["status"] < 400 and not self._answer_fits(client, length):
+                    refused = True
+                    full = self._overloaded("Too many answers are waiting to be taken")
+                    await error_response(full)(scope, receive_nothing, send)
+                    return
+                await send(message)
+                return
+            body = message.get("body", b"")
+            if not body:
+                await send(message)
+                return
+            self.unsent.take(client, len(body))
+            sent = 0
+            try:
+                for offset in range(0, len(body), ANSWER_PIECE):
+                    piece = body[offset : offset + ANSWER_PIECE]
+                    more = message.get("more_body", False) or offset + ANSWER_PIECE < len(body)
+                    try:
+                        await asyncio.wait_for(
+                            send({"type": "http.response.body", "body": piece, "more_body": more}),
+                            self.settings.answer_idle_timeout_s,
+                        )
+                    except TimeoutError:
+                        raise AnswerNotTaken from None
+                    sent += len(piece)
+                    self.unsent.give_back(client, len(piece))
+            finally:
+                self.unsent.give_back(client, len(body) - sent)
+
+        return bounded
 
     def _too_large(self, size: int) -> str:
         return (
@@ -229,10 +333,10 @@ async def read_body(
     size = 0
     while True:
         now = loop.time()
-        elapsed = now - started
-        wait = min(settings.body_idle_timeout_s, deadline - now)
-        if elapsed > RATE_GRACE_S and size / elapsed < settings.body_min_rate:
-            wait = 0  # too slow on average: the same answer as a stall
+        # Checked on a timer, not only when bytes arrive: by this time the bytes so far must have
+        # come at the minimum rate (a body that sends nothing is cut off after the grace).
+        rate_deadline = started + max(RATE_GRACE_S, size / settings.body_min_rate)
+        wait = min(settings.body_idle_timeout_s, deadline - now, rate_deadline - now)
         try:
             if wait <= 0:
                 raise TimeoutError
@@ -255,13 +359,28 @@ async def read_body(
             return b"".join(chunks)
 
 
-def to_its_parser(scope: Scope, length: int) -> Scope:
-    """The request as the typed API gets it: the body as it came (its length now known) and a
-    media type that picks its parser: multipart as such, anything else as the raw photo."""
+async def receive_nothing() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def check_query(query: bytes, settings: Settings) -> None:
+    """Bounded before anything parses it: its size and its number of parameters."""
+    if len(query) > settings.max_query_bytes or query.count(b"&") >= settings.max_query_params:
+        raise BadRequest(
+            f"The query string is too long (at most {settings.max_query_params} options in "
+            f"{settings.max_query_bytes} bytes); send each option once."
+        )
+
+
+def to_its_parser(scope: Scope, length: int, api_path: str) -> Scope:
+    """The request as the typed API at ``api_path`` gets it: the body as it came (its length now
+    known) and a media type that picks its parser: at PATH/raw, or for anything but a multipart
+    form, the raw photo with the options from the query."""
     headers = Headers(scope=scope)
     content_type = headers.get("content-type", "")
     media_type, _, parameters = content_type.partition(";")
-    if media_type.strip().lower() == "multipart/form-data":
+    raw = scope["path"] != api_path
+    if media_type.strip().lower() == "multipart/form-data" and not raw:
         content_type = "multipart/form-data;" + parameters
     else:
         content_type = RAW_PHOTO_TYPE
@@ -271,7 +390,7 @@ def to_its_parser(scope: Scope, length: int) -> Scope:
         if name not in (b"content-type", b"content-length", b"transfer-encoding")
     ]
     kept += [(b"content-type", content_type.encode("latin-1")), (b"content-length", b"%d" % length)]
-    return {**scope, "headers": kept}
+    return {**scope, "headers": kept, "path": api_path, "raw_path": api_path.encode()}
 
 
 def request_deadline() -> float:
@@ -292,13 +411,11 @@ def request_level() -> Level:
 
 def replay(body: bytes, receive: Receive) -> Receive:
     """A receive that hands over ``body`` once, then waits on the client as the real one does."""
-    sent = False
+    held = [body]
 
     async def wrapped() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if held:
+            return {"type": "http.request", "body": held.pop(), "more_body": False}
         return await receive()
 
     return wrapped

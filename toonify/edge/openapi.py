@@ -32,47 +32,66 @@ def error_codes() -> dict[int, list[str]]:
 
 
 def complete(spec: dict, image_path: str = "/toonify", json_path: str = "/toonify/json") -> dict:
+    """BentoML's document with the raw-body form of each upload API at ``PATH/raw`` (the photo as
+    the body, options as query parameters), the JSON answer, and every error answer."""
     spec = copy.deepcopy(spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for model in (ErrorBody, ToonifyJSON):
         document = model.model_json_schema(ref_template=REF)
         schemas.update(document.pop("$defs", {}))
         schemas[model.__name__] = document
-    for path in (image_path, json_path):
-        if path in spec["paths"]:
-            complete_upload(spec["paths"][path]["post"])
     answer = spec["paths"][image_path]["post"]["responses"]["200"]
     answer["content"]["application/json"] = {"schema": {"$ref": REF.format(model="ToonifyJSON")}}
     answer["description"] = "The toon: an image, or JSON with `response=json`."
     answer["headers"] = {
         name: {"description": text, "schema": {"type": "string"}} for name, text in HEADERS.items()
     }
+    paths = {}
+    for path, item in spec["paths"].items():
+        paths[path] = item
+        if path in (image_path, json_path):
+            form = item["post"]
+            form["responses"] = with_errors(form["responses"])
+            form["requestBody"]["description"] = (
+                f"The photo as the multipart file field `image`, options as form fields. The raw "
+                f"body form is `POST {path}/raw`."
+            )
+            paths[f"{path}/raw"] = {"post": raw_body_form(form, path)}
+    spec["paths"] = paths
     return spec
 
 
-def complete_upload(operation: dict) -> None:
-    """The raw-body form with its query parameters, and every error answer, on one upload API."""
-    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
-    operation["requestBody"]["content"]["image/*"] = {
-        "schema": {"type": "string", "format": "binary", "description": "the photo, as the body"}
+def raw_body_form(form: dict, path: str) -> dict:
+    """The same API with the photo as the raw body and the options as query parameters."""
+    operation = copy.deepcopy(form)
+    fields = form["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    operation["operationId"] = f"{form.get('operationId', path.strip('/'))}__raw"
+    operation["requestBody"] = {
+        "required": True,
+        "description": f"The photo as the body (as `POST {path}` takes it in a form).",
+        "content": {
+            "image/*": {
+                "schema": {"type": "string", "format": "binary", "description": "the photo"}
+            }
+        },
     }
-    operation["requestBody"]["description"] = (
-        "The photo as the multipart file field `image` with options as form fields, or the photo "
-        "as the raw body with options as query parameters."
-    )
     operation["parameters"] = [
         {
             "name": name,
             "in": "query",
             "required": False,
-            "description": f"{schema.get('description', name)} (with the raw-body form)",
+            "description": schema.get("description", name),
             "schema": {k: v for k, v in schema.items() if k not in ("title", "description")},
         }
-        for name, schema in form["properties"].items()
+        for name, schema in fields.items()
         if name != "image"
     ]
-    responses = {str(status): value for status, value in operation["responses"].items()}
-    responses = {"200": responses["200"]}
+    return operation
+
+
+def with_errors(responses: dict) -> dict:
+    """The 200 answer and every error answer, each in the documented form."""
+    completed = {"200": {str(status): value for status, value in responses.items()}["200"]}
     for status, codes in error_codes().items():
         response = {
             "description": "error: " + ", ".join(codes),
@@ -81,5 +100,5 @@ def complete_upload(operation: dict) -> None:
         if status in (503, 504):
             retry = {"description": "seconds to wait", "schema": {"type": "integer"}}
             response["headers"] = {"Retry-After": retry}
-        responses[str(status)] = response
-    operation["responses"] = responses
+        completed[str(status)] = response
+    return completed

@@ -30,7 +30,7 @@ def answer_json(result: ToonifiedPhoto) -> ToonifyJSON:
         level=result.level,
         generated_size=result.generated_size,
         timings_ms={stage: round(s * 1000, 1) for stage, s in result.timings.items()},
-        media_type=result.image_type,
+        image_type=result.image_type,
         image=base64.b64encode(result.image).decode("ascii"),
     )
 
