@@ -206,6 +206,9 @@ def test_unknown_paths_and_methods_answer_in_json(client):
     wrong_method = client.get("/toonify")
     refused(wrong_method, 405, "method_not_allowed")
     assert wrong_method.headers["allow"] == "POST"  # as HTTP requires of a 405
+    raw_form = client.request("TRACE", "/toonify/raw")
+    refused(raw_form, 405, "method_not_allowed")
+    assert raw_form.headers["allow"] == "POST"
 
 
 def test_the_patched_timeout_middleware_is_in_the_stack_and_answers_504_in_json(client):
@@ -229,3 +232,17 @@ def test_every_patch_is_installed_and_a_changed_bentoml_fails_loudly(monkeypatch
 def test_an_in_process_caller_gets_the_exception():
     with pytest.raises(NoFaceFound):
         asyncio.run(Echo().toonify.local(Path(__file__), face_index=7))
+
+
+def test_the_document_gives_each_form_its_own_operation():
+    import service
+    from toonify.edge import openapi
+
+    spec = openapi.complete(service.Toonify.openapi_spec.asdict())
+    for path in ("/toonify", "/toonify/json"):
+        form, raw = spec["paths"][path]["post"], spec["paths"][f"{path}/raw"]["post"]
+        assert set(form["requestBody"]["content"]) == {"multipart/form-data"}
+        assert "parameters" not in form  # options in the form only
+        assert set(raw["requestBody"]["content"]) == {"image/*"}
+        assert {p["in"] for p in raw["parameters"]} == {"query"}
+        assert "422" in form["responses"] and "422" in raw["responses"]

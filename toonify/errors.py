@@ -264,8 +264,23 @@ class ErrorAnswers:
             return
         raised = Raised()
         token = _RAISED.set(raised)
+        started = []
+        answering = self._answering(scope, receive, send, raised)
+
+        async def watched(message) -> None:
+            if message["type"] == "http.response.start":
+                started.append(True)
+            await answering(message)
+
         try:
-            await self.app(scope, receive, self._answering(scope, receive, send, raised))
+            await self.app(scope, receive, watched)
+        except Exception as exc:  # raised outside an API (a page, a middleware): answered too
+            if started:
+                raise
+            if not is_users_error(exc):
+                logger.exception("unexpected error answering %s", scope.get("path"))
+            raised.error = raised.error or exc
+            await answering({"type": "http.response.start", "status": 500, "headers": []})
         finally:
             _RAISED.reset(token)
 

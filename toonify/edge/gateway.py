@@ -41,6 +41,7 @@ from ..cost import BillingMeter, Charge, RollingCost, profile_from_env
 from ..errors import (
     BadRequest,
     ErrorAnswers,
+    MethodNotAllowed,
     Overloaded,
     ServiceError,
     SlowUpload,
@@ -150,6 +151,10 @@ class Gateway:
         async def route(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["path"] in self.upload_paths and scope["method"] == "POST":
                 await self._toonify(scope, receive, send, answered)
+            elif scope["path"] in self.upload_paths:
+                refusal = error_response(MethodNotAllowed("Upload the photo with POST."))
+                refusal.headers["Allow"] = "POST"
+                await refusal(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
 

@@ -40,6 +40,9 @@ def complete(spec: dict, image_path: str = "/toonify", json_path: str = "/toonif
         document = model.model_json_schema(ref_template=REF)
         schemas.update(document.pop("$defs", {}))
         schemas[model.__name__] = document
+    for path in (image_path, json_path):
+        form = spec["paths"][path]["post"]
+        form["responses"] = with_errors(form["responses"])
     answer = spec["paths"][image_path]["post"]["responses"]["200"]
     answer["content"]["application/json"] = {"schema": {"$ref": REF.format(model="ToonifyJSON")}}
     answer["description"] = "The toon: an image, or JSON with `response=json`."
@@ -51,7 +54,6 @@ def complete(spec: dict, image_path: str = "/toonify", json_path: str = "/toonif
         paths[path] = item
         if path in (image_path, json_path):
             form = item["post"]
-            form["responses"] = with_errors(form["responses"])
             form["requestBody"]["description"] = (
                 f"The photo as the multipart file field `image`, options as form fields. The raw "
                 f"body form is `POST {path}/raw`."
