@@ -10,11 +10,9 @@ from __future__ import annotations
 import io
 import re
 import secrets
-import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,8 +20,16 @@ import psutil
 import pytest
 
 from loadtest.photos import phone_jpeg
+from tools.attacks import (
+    attacker_socket,
+    attacking,
+    junk_flood,
+    normal_user,
+    served_at_full_level,
+    stalled_upload,
+    unread_answers,
+)
 
-ATTACKER = "127.0.0.2"
 HOLD_S = 20.0
 
 
@@ -39,66 +45,16 @@ def photo(astronaut) -> bytes:
     return buffer.getvalue()
 
 
-def attacker_socket(url: str, receive_buffer: int | None = None) -> socket.socket:
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.socket()
-    if receive_buffer:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.bind((ATTACKER, 0))
-    sock.settimeout(30)
-    sock.connect((host, int(port)))
-    return sock
-
-
-def attacking(
-    count: int, attack: Callable[[threading.Event], None]
-) -> tuple[threading.Event, list]:
-    stop = threading.Event()
-    threads = [threading.Thread(target=attack, args=(stop,), daemon=True) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    return stop, threads
-
-
-def normal_user(url: str, photo: bytes, seconds: float) -> list[httpx.Response]:
-    """One person's uploads, one after another, for ``seconds``."""
-    answers = []
-    ends = time.monotonic() + seconds
-    with httpx.Client(base_url=url, timeout=60) as client:
-        while time.monotonic() < ends:
-            answers.append(client.post("/toonify", content=photo))
-    return answers
-
-
-def served_at_full_level(answers: list[httpx.Response]) -> float:
-    full = [a for a in answers if a.status_code == 200 and a.headers["x-service-level"] == "full"]
-    return len(full) / len(answers)
-
-
 def test_stalled_uploads_from_one_address_leave_the_others_served(server, photo):
     """64 connections that send headers and nothing else, reconnecting as soon as they are cut
     off: they hold the receiving slots of their own address only."""
 
-    def stall(stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                with attacker_socket(server.url) as sock:
-                    sock.sendall(
-                        b"POST /toonify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-                        b"Content-Length: 100000\r\n\r\n"
-                    )
-                    sock.recv(4096)  # until the server cuts it off
-            except OSError:
-                pass
-
-    stop, _ = attacking(64, stall)
+    stop, _ = attacking(64, stalled_upload(server.url))
     try:
         answers = normal_user(server.url, photo, HOLD_S)
     finally:
         stop.set()
-    assert len(answers) >= 5 and served_at_full_level(answers) >= 0.8, [
-        (a.status_code, a.headers.get("x-service-level")) for a in answers
-    ]
+    assert len(answers) >= 5 and served_at_full_level(answers) >= 0.8, answers
 
 
 def raw_exchange(url: str, request: bytes) -> bytes:
@@ -109,7 +65,7 @@ def raw_exchange(url: str, request: bytes) -> bytes:
         while chunk := sock.recv(65536):
             answer += chunk
             head, _, body = answer.partition(b"\r\n\r\n")
-            length = re.search(rb"content-length: (\d+)", head, re.I)
+            length = re.search(rb"content-length: (\d+)", head, re.IGNORECASE)
             if length and len(body) >= int(length[1]):
                 break
         return answer
@@ -143,15 +99,8 @@ def test_a_query_of_25000_names_is_refused_at_once(server):
 def test_junk_floods_from_one_address_leave_the_others_at_the_full_level(server, photo):
     """40 loops of 5-byte bodies: every one is refused, and the flood counts against its own
     address, not against the normal user's level."""
-    refused = []
-
-    def flood(stop: threading.Event) -> None:
-        transport = httpx.HTTPTransport(local_address=ATTACKER)
-        with httpx.Client(base_url=server.url, transport=transport, timeout=30) as client:
-            while not stop.is_set():
-                refused.append(client.post("/toonify", content=b"junk!").status_code)
-
-    stop, threads = attacking(40, flood)
+    refused: list[int] = []
+    stop, threads = attacking(40, junk_flood(server.url, refused))
     try:
         answers = normal_user(server.url, photo, HOLD_S / 2)
     finally:
@@ -188,15 +137,7 @@ def test_unread_answers_are_bounded_in_memory(server, astronaut):
             assert client.post(path, content=upload).status_code == 200
     entry = entry_worker(server)
     before_entry, before = entry.memory_info().rss / 2**20, instance_rss_mb(server)
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
-        f"Content-Length: {len(upload)}\r\n\r\n"
-    ).encode() + upload
-    sockets: list[socket.socket] = []
-    for _ in range(40):
-        sock = attacker_socket(server.url, receive_buffer=4096)
-        sock.sendall(request)
-        sockets.append(sock)  # and never read
+    sockets = unread_answers(server.url, path, upload, 40)
     peak_entry, peak = before_entry, before
     ends = time.monotonic() + HOLD_S
     while time.monotonic() < ends:
