@@ -138,6 +138,7 @@ class Preprocess:
     def __init__(self) -> None:
         from model_store import detector_spec
         from preprocess import DetectorSettings, create_detector
+        from toonify.photos.budget import PhotoBudget
         from toonify.photos.worker import PhotoWork
 
         detector = create_detector(
@@ -149,10 +150,8 @@ class Preprocess:
         self.photos = PhotoWork(detector, SETTINGS)
         # Decoding, detection and resampling release the GIL: threads work in parallel.
         self.threads = anyio.CapacityLimiter(SETTINGS.preprocess_threads)
-        # Photos decoded and not yet answered: each holds its full-size pixels from prepare to
-        # finish, so without a bound a burst of 12 MP paste_backs held a gigabyte between the
-        # two. One more than the threads keeps the generator's turn overlapped with a decode.
-        self.open_photos = anyio.Semaphore(SETTINGS.preprocess_threads + 1)
+        # Photos between prepare and finish hold their pixels: bounded (toonify/photos/budget.py).
+        self.photo_budget = PhotoBudget(SETTINGS.preprocess_photo_bytes)
         shutdown.drain_after_entry(DRAIN_GRACE_S)
         metrics.ready.labels("preprocess").set(1)
 
@@ -163,7 +162,7 @@ class Preprocess:
     ) -> ToonifiedPhoto:
         """Decode, orient, detect and align at the level's size; the generator toonifies the
         crops; paste back or lay them out; encode."""
-        async with self.open_photos:
+        async with self.photo_budget.holding(len(photo)):
             job = await anyio.to_thread.run_sync(
                 self.photos.prepare, photo, options, level, limiter=self.threads
             )

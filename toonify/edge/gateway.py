@@ -179,7 +179,7 @@ class Gateway:
             self.processing.take(client)
             metrics.requests_in_flight.inc()
             try:
-                answer = self._bounded_answer(scope, send, client)
+                answer = self._bounded_answer(scope, send, client, arrived)
                 with photos_in_memory():
                     request_body = replay(body, receive)
                     del body  # the replay hands it over once, and lets go of it then
@@ -244,11 +244,12 @@ class Gateway:
             held == 0 or held + length <= self.unsent.share
         )
 
-    def _bounded_answer(self, scope: Scope, send: Send, client: str) -> Send:
+    def _bounded_answer(self, scope: Scope, send: Send, client: str, arrived: float) -> Send:
         """A send that hands the answer over in pieces, each taken by the client within
         ``answer_idle_timeout_s``, and counts the bytes not yet taken against the instance's and
         the client's share of ``max_unsent_answer_bytes``: an answer that does not fit is
-        answered 503 instead, and one the client does not take closes the connection."""
+        answered 503 instead, and one the client does not take closes the connection. The
+        answer's Server-Timing gets ``total``: arrival to answer, queues included."""
         refused = False
 
         async def bounded(message: Message) -> None:
@@ -262,7 +263,8 @@ class Gateway:
                     full = self._overloaded("Too many answers are waiting to be taken")
                     await error_response(full)(scope, receive_nothing, send)
                     return
-                await send(message)
+                total = f"total;dur={(time.perf_counter() - arrived) * 1000:.1f}"
+                await send({**message, "headers": with_timing(message.get("headers", []), total)})
                 return
             body = message.get("body", b"")
             if not body:
@@ -362,6 +364,14 @@ async def read_body(
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def with_timing(headers: list, entry: str) -> list:
+    """``headers`` with ``entry`` added to their Server-Timing."""
+    timing = [value for name, value in headers if name.lower() == b"server-timing"]
+    kept = [(name, value) for name, value in headers if name.lower() != b"server-timing"]
+    value = b", ".join([*timing, entry.encode()])
+    return [*kept, (b"server-timing", value)]
 
 
 async def receive_nothing() -> Message:
