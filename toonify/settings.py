@@ -37,8 +37,8 @@ class Settings(BaseModel):
     preprocess_workers: int = 1
     preprocess_threads: int = 2
     # Upload bytes of the photos a preprocessing worker holds between decoding and answering
-    # (toonify/photos/budget.py): about four 12 MP phone JPEGs, or hundreds of small photos.
-    preprocess_photo_bytes: int = 16 * 2**20
+    # (toonify/photos/budget.py): two or three 12 MP phone JPEGs, or a hundred small photos.
+    preprocess_photo_bytes: int = 8 * 2**20
     generator_workers: int = 1
     generator_threads: int = 0  # 0: the CPUs this process may use
     providers: str = "auto"  # or a comma list such as CUDAExecutionProvider,CPUExecutionProvider
