@@ -30,7 +30,7 @@ from bentoml.validators import ContentType
 
 from toonify import bentoml_patches, metrics, shutdown
 from toonify.calls import call_service
-from toonify.edge.gateway import Gateway, request_deadline, request_level
+from toonify.edge.gateway import Gateway, request_client, request_deadline, request_level
 from toonify.edge.responses import answer_headers, answer_json, answer_response
 from toonify.edge.site import make_site
 from toonify.errors import ErrorAnswers, GeneratorUnavailable, answered_errors
@@ -158,11 +158,11 @@ class Preprocess:
     @bentoml.api
     @answered_errors
     async def toonify_photo(
-        self, photo: bytes, options: ToonifyOptions, deadline: float, level: Level
+        self, photo: bytes, options: ToonifyOptions, deadline: float, level: Level, client: str
     ) -> ToonifiedPhoto:
         """Decode, orient, detect and align at the level's size; the generator toonifies the
-        crops; paste back or lay them out; encode."""
-        async with self.photo_budget.holding(len(photo)):
+        crops; paste back or lay them out; encode. ``client`` takes its turn with the others."""
+        async with self.photo_budget.holding(len(photo), client):
             job = await anyio.to_thread.run_sync(
                 self.photos.prepare, photo, options, level, limiter=self.threads
             )
@@ -267,6 +267,7 @@ class Toonify:
             options=options,
             deadline=deadline,
             level=request_level(),
+            client=request_client(),
         )
 
 

@@ -49,15 +49,17 @@ def haproxy_config(port: int, instances: dict[str, int], per_source: int = 64) -
         f"  server {name} 127.0.0.1:{instance_port} check inter 2s fall 2 rise 1"
         for name, instance_port in instances.items()
     )
-    # In front of the fleet, what one process cannot hold: headers within 10 s, at most
-    # ``per_source`` connections per source address (past it a JSON 429; the load generator is
-    # one address, so this stays above its peak), the client's address passed on.
+    # In front of the fleet, what one process cannot hold: headers (and the body's first
+    # buffer, which HAProxy waits for before it opens a connection to an instance) within 10 s,
+    # at most ``per_source`` connections per source address (past it a JSON 429; the load
+    # generator is one address, so this stays above its peak), the client's address passed on.
     limited = '{"error": "overloaded", "detail": "Too many connections from one address; retry."}'
     return f"""global
   maxconn 4096
 defaults
   mode http
   option forwardfor
+  option http-buffer-request
   timeout connect 5s
   timeout http-request 10s
   timeout client 150s

@@ -38,3 +38,27 @@ def test_photos_wait_for_room_and_a_large_one_runs_alone():
         "c in (25)",
         "c out",
     ]
+
+
+def test_a_burst_from_one_client_queues_behind_itself():
+    async def scenario() -> list[str]:
+        budget = PhotoBudget(10)
+        started: list[str] = []
+        release = asyncio.Event()
+
+        async def photo(name: str, client: str) -> None:
+            async with budget.holding(10, client):
+                started.append(name)
+                await release.wait()
+
+        tasks = [asyncio.create_task(photo(f"burst{i}", "attacker")) for i in range(4)]
+        await asyncio.sleep(0)  # a yield: the burst takes its turns first
+        tasks.append(asyncio.create_task(photo("user", "user")))
+        while len(budget._waiting) < 4:
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*tasks)
+        return started
+
+    # The first of the burst held the budget; the user's photo went next, before the rest.
+    assert asyncio.run(scenario())[:2] == ["burst0", "user"]

@@ -133,7 +133,8 @@ def test_services_called_directly(default_models, astronaut):
 
     def toonify(data: bytes, **options):
         deadline = time.time() + 60
-        call = preprocess.toonify_photo(data, ToonifyOptions(**options), deadline, Level.full)
+        options = ToonifyOptions(**options)
+        call = preprocess.toonify_photo(data, options, deadline, Level.full, "127.0.0.1")
         return asyncio.run(call)
 
     result = toonify(png_bytes(astronaut), format="png", return_aligned=True)

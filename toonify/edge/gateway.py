@@ -67,6 +67,8 @@ FORM_SLACK = 64 * 1024  # multipart framing and options on top of the photo's by
 DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("toonify_deadline")
 # The level the current request was admitted at: set at admission, read by the API.
 LEVEL: contextvars.ContextVar[Level] = contextvars.ContextVar("toonify_level")
+# The client address the current request is counted against (fairness.py), read by the API.
+CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("toonify_client")
 
 
 class ClientGone(Exception):
@@ -171,6 +173,7 @@ class Gateway:
             Headers(scope=scope).getlist("x-forwarded-for"),
             self.trusted_proxies,
         )
+        CLIENT.set(client)
         try:
             body = await self._admit_and_read(scope, receive, client)
             # The level now: slots may have filled while the upload arrived.
@@ -414,6 +417,14 @@ def request_deadline() -> float:
         return DEADLINE.get()
     except LookupError:
         raise RuntimeError("request_deadline() outside a request the gateway admitted") from None
+
+
+def request_client() -> str:
+    """The client address the gateway counts the current request against."""
+    try:
+        return CLIENT.get()
+    except LookupError:
+        raise RuntimeError("request_client() outside a request the gateway admitted") from None
 
 
 def request_level() -> Level:
