@@ -282,6 +282,10 @@ def degrade_ladder() -> Ladder:
 Generator.add_asgi_middleware(ErrorAnswers)
 Preprocess.add_asgi_middleware(ErrorAnswers)
 Toonify.add_asgi_middleware(
-    Gateway, settings=SETTINGS, ladder=degrade_ladder, upload_paths=("/toonify", "/toonify/json")
+    Gateway,
+    settings=SETTINGS,
+    ladder=degrade_ladder,
+    upload_paths=("/toonify", "/toonify/json"),
+    job_input=lambda: Toonify.apis["toonify"].input_spec,  # jobs are checked as /toonify
 )
 Toonify.mount_asgi_app(make_site(lambda: Toonify.openapi_spec.asdict()))

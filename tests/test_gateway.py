@@ -33,7 +33,7 @@ def toonify_input():
     return service.Toonify.apis["toonify"].input_spec
 
 
-@bentoml.service(name="gateway-echo", traffic={"timeout": 1})
+@bentoml.service(name="gateway-echo", traffic={"timeout": 1}, metrics={"enabled": False})
 class Echo:
     """Answers with what the typed API received; ``face_index`` picks a failure to raise."""
 

@@ -114,6 +114,16 @@ class Timeout(ServiceError):
     default_detail = "The request ran out of time on our side; try again in a few seconds."
 
 
+class QueueFull(ServiceError):
+    code, status, default_retry_after = "queue_full", 503, 30
+    default_detail = "The queue of jobs is full; try again in half a minute."
+
+
+class Expired(ServiceError):
+    code, status = "expired", 410
+    default_detail = "This job's result was deleted after its retention time; submit it again."
+
+
 SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     Internal,
     BadOption,
@@ -127,6 +137,8 @@ SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     GeneratorUnavailable,
     NotReady,
     Timeout,
+    QueueFull,
+    Expired,
 )
 BY_CODE: dict[str, type[Exception]] = {
     **{error.code: error for error in INPUT_STATUS},
@@ -138,6 +150,7 @@ BY_STATUS: dict[int, type[ServiceError]] = {
     404: NotFound,
     405: MethodNotAllowed,
     408: SlowUpload,
+    410: Expired,
     413: OutputTooLarge,
     500: Internal,
     503: NotReady,

@@ -64,6 +64,20 @@ uploads_receiving = Gauge(
     "Uploads whose body is still arriving (they hold no processing slot).",
     multiprocess_mode="livesum",
 )
+jobs = Counter("toonify_jobs", "Jobs by what happened: submitted, done, failed.", ["outcome"])
+queue_depth = Gauge(
+    "toonify_queue_depth", "Jobs waiting in the queue.", multiprocess_mode="livemax"
+)
+queue_oldest_seconds = Gauge(
+    "toonify_queue_oldest_seconds",
+    "Age of the oldest job waiting in the queue.",
+    multiprocess_mode="livemax",
+)
+job_wait_seconds = Histogram(
+    "toonify_job_wait_seconds",
+    "From a job's submission to its start.",
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
 model_load_seconds = Gauge(
     "toonify_model_load_seconds",
     "Seconds to load a model and warm it up, per model.",
@@ -94,6 +108,8 @@ for stage in STAGES:
     stage_seconds.labels(stage)
 for level in Level:
     answered_images.labels(level)
+for outcome in ("submitted", "done", "failed"):
+    jobs.labels(outcome)
 
 
 def observe_photo(timings: dict[str, float], faces_answered: int) -> None:

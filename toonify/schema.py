@@ -92,6 +92,14 @@ class ToonifyOptions(BaseModel):
 DEFAULTS = ToonifyOptions()
 
 
+def decode_query_value(text: str) -> Any:
+    """One option's text from a query string: digits are an integer, true and false a flag,
+    anything else text (which the strict types then accept or refuse)."""
+    if text.isascii() and text.isdigit():
+        return int(text)
+    return {"true": True, "false": False}.get(text, text)
+
+
 def decode_field(text: str) -> Any:
     """One option's text as BentoML decodes a form field (its own client sends JSON: '"png"',
     'true', '512'): JSON if it parses, else the text. Padded text stays text, so the strict
@@ -188,3 +196,18 @@ class ErrorBody(BaseModel):
     error: str = Field(description="stable code, e.g. no_face, too_large, overloaded")
     detail: str = Field(description="what went wrong and what to do about it")
     num_faces: int | None = Field(None, description="with no_face: faces found")
+
+
+class JobStatus(BaseModel):
+    """A job, as ``POST /jobs`` and ``GET /jobs/{id}`` answer it."""
+
+    id: str = Field(description="128 random bits: the only key to the job; keep it private")
+    status: str = Field(description="queued, running, done, failed or expired")
+    position: int | None = Field(description="jobs ahead of this one while it is queued")
+    eta_s: float | None = Field(
+        description="seconds until it is done, from the measured drain rate (null until measured)"
+    )
+    level: str | None = Field(description="the level it was served at, once done")
+    error: str | None = Field(description="the error code, if it failed")
+    status_url: str
+    result_url: str

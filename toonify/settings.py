@@ -66,6 +66,12 @@ class Settings(BaseModel):
     body_idle_timeout_s: float = 10.0  # the longest pause in it
     body_min_rate: float = 8192.0  # bytes/s on average, after the first 3 s
     retry_after_s: int = 2
+    # Jobs (toonify/edge/jobs.py): the store's folder ("" = <tmp>/toonify-queue), its bounds, and
+    # how long a result is kept.
+    queue_dir: str = ""
+    queue_max_jobs: int = 10_000
+    queue_max_bytes: int = 2 * 2**30
+    result_ttl_s: float = 3600.0
     # Fairness per client address (toonify/edge/fairness.py): against other clients, one address
     # counts for at most this share of each bound (receiving, processing, unsent answers).
     client_share: float = 0.25

@@ -28,9 +28,9 @@ import contextlib
 import contextvars
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from _bentoml_impl.serde import JSONSerde, MultipartSerde
 from pydantic import BaseModel, ValidationError
@@ -42,7 +42,7 @@ from starlette.requests import Request
 from preprocess import NotAnImage
 
 from ..errors import BadOption, BadRequest, record
-from ..schema import decode_field, describe_validation_error
+from ..schema import decode_field, decode_query_value, describe_validation_error
 
 PHOTO_FIELD = "image"
 RAW_PHOTO_TYPE = "application/x-toonify-photo"  # what the gateway labels a raw-body upload
@@ -124,12 +124,17 @@ class RawPhoto(JSONSerde):
     async def parse_request(self, request: Request, cls: type[Input]) -> Input:
         # Read as a stream: request.body() would keep a copy for the request's whole life.
         photo = b"".join([chunk async for chunk in request.stream()])
-        return typed_input(cls, photo, request.query_params.multi_items())
+        return typed_input(cls, photo, request.query_params.multi_items(), decode_query_value)
 
 
-def typed_input(cls: type[Input], photo: bytes, fields: Iterable[tuple[str, str]]) -> Input:
+def typed_input(
+    cls: type[Input],
+    photo: bytes,
+    fields: Iterable[tuple[str, str]],
+    decode: Callable[[str], Any] = decode_field,
+) -> Input:
     """The typed API's input from the photo and the option fields: each option known and given
-    once, then validated by ``cls``."""
+    once, decoded as its form writes values, then validated by ``cls``."""
     if not photo:
         raise record(NotAnImage("The upload is empty: send a photo (JPEG, PNG, HEIC, ...)."))
     fields = list(fields)
@@ -140,7 +145,7 @@ def typed_input(cls: type[Input], photo: bytes, fields: Iterable[tuple[str, str]
     unknown = sorted({name for name, _ in fields} - set(known))
     if unknown:
         raise record(BadOption(f"{', '.join(unknown)}: unknown option (known: {', '.join(known)})"))
-    options = {name: decode_field(value) for name, value in fields}
+    options = {name: decode(value) for name, value in fields}
     try:
         return cls.model_validate({PHOTO_FIELD: in_memory_file(photo), **options})
     except ValidationError as exc:

@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.datastructures import Headers
 
@@ -101,6 +103,7 @@ class Gateway:
         settings: Settings,
         ladder: Callable[[], Ladder] | None = None,
         upload_paths: tuple[str, ...] = ("/toonify",),
+        job_input: Callable[[], type] | None = None,
     ) -> None:
         """``ladder`` makes the degrade ladder when the app starts in its worker (it reads the
         generator's signature); without it the instance refuses past ``max_in_flight``."""
@@ -130,10 +133,17 @@ class Gateway:
         self.meter = BillingMeter(self.profile, settings.billed_vcpu, settings.billed_memory_gib)
         self.recent_cost = RollingCost(settings.cost_window_s)
         self._clock: asyncio.Task | None = None
+        # Jobs (job_desk.py), where the typed API's input model is given to check submissions.
+        self.job_desk = None
+        if job_input is not None:
+            from .job_desk import JobDesk
+
+            folder = Path(settings.queue_dir or Path(tempfile.gettempdir()) / "toonify-queue")
+            self.job_desk = JobDesk(self, folder, job_input)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, self._lifespan(receive), send)
+            await self.app(scope, self._lifespan(scope, receive), send)
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -151,7 +161,11 @@ class Gateway:
 
     def _route(self, answered: Answered) -> ASGIApp:
         async def route(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["path"] in self.upload_paths and scope["method"] == "POST":
+            if self.job_desk is not None and (
+                scope["path"] in ("/jobs", "/jobs/raw") or scope["path"].startswith("/jobs/")
+            ):
+                await self.job_desk(scope, receive, send)
+            elif scope["path"] in self.upload_paths and scope["method"] == "POST":
                 await self._toonify(scope, receive, send, answered)
             elif scope["path"] in self.upload_paths:
                 refusal = error_response(MethodNotAllowed("Upload the photo with POST."))
@@ -308,7 +322,7 @@ class Gateway:
         self.recent_cost.add(charge.usd, images)
         metrics.cost_per_1000_images_usd.labels(name).set(self.recent_cost.per_1000_images())
 
-    def _lifespan(self, receive: Receive) -> Receive:
+    def _lifespan(self, scope: Scope, receive: Receive) -> Receive:
         """Start the billing clock with the app and stop it with the app."""
 
         async def tick() -> None:
@@ -320,8 +334,12 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._clock = asyncio.create_task(tick())
+                if self.job_desk is not None:
+                    self.job_desk.start(scope)
             elif message["type"] == "lifespan.shutdown" and self._clock is not None:
                 self._clock.cancel()
+                if self.job_desk is not None:
+                    self.job_desk.stop()
             return message
 
         return wrapped

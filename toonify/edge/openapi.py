@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 
 from ..errors import INPUT_STATUS, SERVICE_ERRORS
-from ..schema import ErrorBody, ToonifyJSON
+from ..schema import ErrorBody, JobStatus, ToonifyJSON
 
 REF = "#/components/schemas/{model}"
 HEADERS = {
@@ -36,7 +36,7 @@ def complete(spec: dict, image_path: str = "/toonify", json_path: str = "/toonif
     the body, options as query parameters), the JSON answer, and every error answer."""
     spec = copy.deepcopy(spec)
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ErrorBody, ToonifyJSON):
+    for model in (ErrorBody, ToonifyJSON, JobStatus):
         document = model.model_json_schema(ref_template=REF)
         schemas.update(document.pop("$defs", {}))
         schemas[model.__name__] = document
@@ -59,8 +59,70 @@ def complete(spec: dict, image_path: str = "/toonify", json_path: str = "/toonif
                 f"body form is `POST {path}/raw`."
             )
             paths[f"{path}/raw"] = {"post": raw_body_form(form, path)}
+    paths.update(job_paths(spec["paths"][image_path]["post"], paths[f"{image_path}/raw"]["post"]))
     spec["paths"] = paths
     return spec
+
+
+def job_paths(form: dict, raw: dict) -> dict:
+    """The job routes (toonify/edge/job_desk.py): what /toonify takes, answered later."""
+    status = {"application/json": {"schema": {"$ref": REF.format(model="JobStatus")}}}
+    accepted = {
+        "202": {
+            "description": "queued; `Location` is the job's status URL",
+            "content": status,
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        }
+    }
+    job_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+
+    def submit(operation: dict, name: str) -> dict:
+        submitted = copy.deepcopy(operation)
+        submitted["operationId"] = name
+        submitted["summary"] = "Queue a toonification; the answer waits at its result URL"
+        submitted["responses"] = {**accepted, **with_errors({"200": {}})}
+        del submitted["responses"]["200"]
+        return {"post": submitted}
+
+    def errors_only() -> dict:
+        answers = with_errors({"200": {}})
+        del answers["200"]
+        return answers
+
+    return {
+        "/jobs": submit(form, "submit_job"),
+        "/jobs/raw": submit(raw, "submit_job__raw"),
+        "/jobs/{id}": {
+            "get": {
+                "operationId": "job_status",
+                "parameters": job_id,
+                "responses": {
+                    "200": {"description": "the job", "content": status},
+                    **errors_only(),
+                },
+            },
+            "delete": {
+                "operationId": "delete_job",
+                "parameters": job_id,
+                "responses": {"204": {"description": "photo and answer deleted"}, **errors_only()},
+            },
+        },
+        "/jobs/{id}/result": {
+            "get": {
+                "operationId": "job_result",
+                "parameters": job_id,
+                "responses": {
+                    "200": copy.deepcopy(form["responses"]["200"]),
+                    "202": {
+                        "description": "not done yet: retry after Retry-After",
+                        "content": status,
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    },
+                    **errors_only(),
+                },
+            }
+        },
+    }
 
 
 def raw_body_form(form: dict, path: str) -> dict:
