@@ -87,3 +87,25 @@ def test_the_command_prints_max_scale_and_whether_the_peak_fits():
     assert "25,000 images/h fits at the reduced level" in one.stdout
     poor = run("--usd-per-hour", "0.1", "--capacity", "4.5", "--profile", "cloudrun-2020")
     assert poor.returncode == 2 and "does not pay for one" in poor.stdout
+
+
+def test_the_days_queue_grows_past_capacity_and_drains_when_the_rate_falls():
+    from loadtest.day import DAY_HOURS, images_per_hour
+    from tools.budget import queue_through_the_day
+
+    peak_rate = max(images_per_hour(h / 60) for h in range(int(DAY_HOURS * 60)))
+    assert queue_through_the_day(peak_rate * 1.01).peak_jobs == 0
+    day = queue_through_the_day(peak_rate * 0.8)
+    assert day.peak_jobs > 0 and day.drained_hour is not None and day.drained_hour > day.peak_hour
+    # At its peak the backlog is everything that arrived past capacity since the queue began.
+    step = 1 / 60
+    arrived_past = 0.0
+    hour = 0.0
+    while hour <= day.peak_hour:
+        arrived_past = max(0.0, arrived_past + (images_per_hour(hour) - peak_rate * 0.8) * step)
+        hour += step
+    assert day.peak_jobs == pytest.approx(arrived_past)
+    assert day.longest_wait_s == pytest.approx(day.peak_jobs / (peak_rate * 0.8) * 3600)
+    # A slower fleet queues more and longer.
+    slower = queue_through_the_day(peak_rate * 0.6)
+    assert slower.peak_jobs > day.peak_jobs and slower.longest_wait_s > day.longest_wait_s

@@ -2,7 +2,7 @@
 
     python -m tools.budget --usd-per-hour 0.50 --capacity 4.5 [--reduced-capacity 9]
                              [--profile cloudrun-2020] [--vcpu 2 --memory-gib 4]
-                             [--peak-images-per-hour 25000]
+                             [--peak-images-per-hour 25000] [--day-scale 3]
 
 The budget defaults to TOONIFY_BUDGET_USD_PER_HOUR. An instance costs the most when it is busy
 all the time, so the cap assumes every instance saturated at ``capacity`` images/s (the load
@@ -12,7 +12,9 @@ answer is Cloud Run's ``maxScale`` and the Kubernetes HPA's ``maxReplicas``: the
 spend more than the budget, however viral the post. With the degrade ladder (toonify/levels.py)
 a saturated instance answers ``reduced_capacity`` images/s at the reduced level: the capped
 fleet then serves that many more people instead of refusing them (the worst case counts the
-per-request fee at that rate).
+per-request fee at that rate). With jobs (docs/jobs.md) the visitors past the cap wait in line:
+``--day-scale S`` replays the 2020 day at S times its rate against the capped fleet and says how
+long the queue grows and when it has drained.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from loadtest.day import DAY_HOURS, images_per_hour
 from toonify.cost import PriceProfile, load_profiles, profile_from_env
 
 
@@ -67,6 +70,36 @@ def fleet_cap(
     return FleetCap(count, one, count * capacity_images_per_s * 3600, count * reduced * 3600)
 
 
+@dataclass(frozen=True)
+class DayQueue:
+    peak_jobs: float  # the longest the queue gets
+    peak_hour: float
+    drained_hour: float | None  # when it is empty again after its peak; None: not within the day
+    longest_wait_s: float  # the last job in at the peak waits for everything ahead of it
+
+
+def queue_through_the_day(
+    fleet_images_per_hour: float, scale: float = 1.0, step_h: float = 1 / 60
+) -> DayQueue:
+    """The job queue of a fleet that answers ``fleet_images_per_hour`` while the 2020 day
+    arrives at ``scale`` times its rate: what arrives past capacity waits, and drains when the
+    rate falls below it."""
+    backlog, peak, peak_hour, drained = 0.0, 0.0, 0.0, None
+    hour = 0.0
+    while hour < DAY_HOURS:
+        backlog = max(
+            0.0, backlog + (scale * images_per_hour(hour) - fleet_images_per_hour) * step_h
+        )
+        if backlog > peak:
+            peak, peak_hour, drained = backlog, hour, None
+        elif peak > 0 and backlog == 0 and drained is None:
+            drained = hour
+        hour += step_h
+    if peak == 0:
+        drained = 0.0
+    return DayQueue(peak, peak_hour, drained, peak / fleet_images_per_hour * 3600)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     budget = os.environ.get("TOONIFY_BUDGET_USD_PER_HOUR")
@@ -98,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vcpu", type=float, default=2.0)
     parser.add_argument("--memory-gib", type=float, default=4.0)
     parser.add_argument("--peak-images-per-hour", type=float, default=25_000)
+    parser.add_argument(
+        "--day-scale",
+        type=float,
+        default=None,
+        help="replay the 2020 day at this many times its rate: how the job queue grows and drains",
+    )
+    parser.add_argument("--queue-max-jobs", type=int, default=10_000, help="TOONIFY_QUEUE_MAX_JOBS")
     args = parser.parse_args(argv)
     profile = load_profiles()[args.profile] if args.profile else profile_from_env()
     cap = fleet_cap(
@@ -132,6 +172,28 @@ def main(argv: list[str] | None = None) -> int:
     else:
         verdict = "does not fit: past the cap, uploads get 503 + Retry-After"
     print(f"a peak of {args.peak_images_per_hour:,.0f} images/h {verdict}")
+    if args.day_scale:
+        served = cap.reduced_images_per_hour if args.reduced_capacity else cap.images_per_hour
+        day = queue_through_the_day(served, args.day_scale)
+        if day.peak_jobs == 0:
+            print(f"the 2020 day at {args.day_scale:g}x: no queue, every visitor answered at once")
+        else:
+            drained = (
+                f"drained by hour {day.drained_hour:.1f}"
+                if day.drained_hour is not None
+                else "not drained within the day"
+            )
+            fits = day.peak_jobs <= args.queue_max_jobs
+            print(
+                f"the 2020 day at {args.day_scale:g}x with jobs: the queue peaks at "
+                f"{day.peak_jobs:,.0f} jobs at hour {day.peak_hour:.1f} (a wait of about "
+                f"{day.longest_wait_s / 60:.0f} min), {drained}; "
+                + (
+                    "nobody is turned away"
+                    if fits
+                    else f"past {args.queue_max_jobs:,} queued jobs, submissions get 503 queue_full"
+                )
+            )
     return 0
 
 
