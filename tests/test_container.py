@@ -78,3 +78,42 @@ def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
     answered = [i["answered"] for i in summary["per_instance"].values()]
     assert all(count > 0 for count in answered), summary["per_instance"]  # both took traffic
     assert summary["fleet_cost_per_1000_images_prometheus_usd"] > 0  # the rule saw both
+
+
+def test_stalled_uploads_against_the_fleet_leave_normal_users_served(astronaut):
+    """The attack the balancer exists for: 64 connections from one address that send headers
+    and nothing else, against HAProxy in front of two containers. It waits for each upload's
+    first buffer before it opens a connection to an instance, so no instance sees them."""
+    import io
+
+    from loadtest.fleet import Fleet
+    from tools.attacks import attacking, normal_user, served_at_full_level, stalled_upload
+    from tools.served import scrape
+
+    missing = available()
+    for tool in ("haproxy", "prometheus"):
+        if missing is None and shutil.which(tool) is None:
+            missing = f"{tool} is not installed (Debian's {tool} package; .ci/run installs it)"
+    if missing:
+        pytest.skip(missing)
+    if not image_exists(IMAGE):
+        pytest.skip(f"no {IMAGE}: `make container` builds it (CI does, before the tests)")
+    buffer = io.BytesIO()
+    astronaut.save(buffer, "JPEG")
+    fleet = Fleet(2, cpus=1)
+    try:
+        url = fleet.start()
+        stop, _ = attacking(64, stalled_upload(url))
+        try:
+            answers = normal_user(url, buffer.getvalue(), 15)
+            # While the attack goes on, no instance holds one of the stalled uploads.
+            receiving = [
+                scrape(f"http://127.0.0.1:{port}")["toonify_uploads_receiving"]
+                for port in fleet.instances.values()
+            ]
+        finally:
+            stop.set()
+    finally:
+        fleet.stop()
+    assert len(answers) >= 5 and served_at_full_level(answers) >= 0.8, answers
+    assert receiving == [0.0, 0.0]

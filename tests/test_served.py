@@ -401,7 +401,7 @@ def test_overload_is_refused_fast_and_the_service_recovers(serve, default_models
     quickest_toon_ms = min(server_ms for _, server_ms, _, _ in served)
     for _, server_ms, retry_after, body in refused:
         assert body["error"] == "overloaded" and retry_after == "3"
-        assert 0 < server_ms < 0.1 * quickest_toon_ms  # refused at once, not after queueing
+        assert server_ms < 0.1 * quickest_toon_ms  # refused at once, not after queueing
     metrics = scrape(server.url)
     assert metrics['toonify_images_total{outcome="rejected"}'] == len(refused)
     assert post(0)[0] == 200  # load gone, service fine
