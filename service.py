@@ -30,7 +30,8 @@ from bentoml.validators import ContentType
 
 from toonify import bentoml_patches, metrics, shutdown
 from toonify.calls import call_service
-from toonify.edge.gateway import Gateway, request_client, request_deadline, request_level
+from toonify.edge.context import request_client, request_deadline, request_level
+from toonify.edge.gateway import Gateway
 from toonify.edge.responses import answer_headers, answer_json, answer_response
 from toonify.edge.site import make_site
 from toonify.errors import ErrorAnswers, GeneratorUnavailable, answered_errors

@@ -18,7 +18,8 @@ from starlette.testclient import TestClient
 
 from preprocess import NoFaceFound
 from toonify import bentoml_patches
-from toonify.edge.gateway import Gateway, request_deadline, request_level
+from toonify.edge.context import request_deadline, request_level
+from toonify.edge.gateway import Gateway
 from toonify.errors import answered_errors
 from toonify.settings import Settings
 

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from toonify.edge.gateway import Gateway, request_level
+from toonify.edge.context import request_level
+from toonify.edge.gateway import Gateway
 from toonify.edge.jobs import JobStore, Upload, is_job_id
 from toonify.errors import QueueFull, answered_errors
 from toonify.settings import Settings

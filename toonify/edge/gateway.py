@@ -26,7 +26,6 @@ billing are per process.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import tempfile
 import time
@@ -41,40 +40,35 @@ from preprocess import ImageTooLarge, InputError
 from .. import metrics
 from ..cost import BillingMeter, Charge, RollingCost, profile_from_env
 from ..errors import (
-    BadRequest,
     ErrorAnswers,
     MethodNotAllowed,
     Overloaded,
     ServiceError,
-    SlowUpload,
     error_response,
     outcome,
 )
 from ..levels import Ladder, Level
 from ..settings import Settings
+from .context import CLIENT, DEADLINE, LEVEL, request_level
 from .fairness import FairSlots, client_address, parse_networks
-from .forms import RAW_PHOTO_TYPE, photos_in_memory
+from .forms import photos_in_memory
 from .responses import server_timing
+from .uploads import (
+    FORM_SLACK,
+    ClientGone,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    check_query,
+    read_body,
+    receive_nothing,
+    replay,
+    to_its_parser,
+)
 
 logger = logging.getLogger("toonify.gateway")
-
-Scope = dict
-Message = dict
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-FORM_SLACK = 64 * 1024  # multipart framing and options on top of the photo's byte limit
-# When the current request's answer is due (unix time): set at arrival, read by the API.
-DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("toonify_deadline")
-# The level the current request was admitted at: set at admission, read by the API.
-LEVEL: contextvars.ContextVar[Level] = contextvars.ContextVar("toonify_level")
-# The client address the current request is counted against (fairness.py), read by the API.
-CLIENT: contextvars.ContextVar[str] = contextvars.ContextVar("toonify_client")
-
-
-class ClientGone(Exception):
-    """The client disconnected before its upload arrived: there is nobody to answer."""
 
 
 class AnswerNotTaken(Exception):
@@ -244,11 +238,11 @@ class Gateway:
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.upload_limit:
-            raise ImageTooLarge(self._too_large(int(declared)))
+            raise ImageTooLarge(self.too_large(int(declared)))
         self.receiving.take(client)
         metrics.uploads_receiving.inc()
         try:
-            return await read_body(receive, self.upload_limit, self.settings, self._too_large)
+            return await read_body(receive, self.upload_limit, self.settings, self.too_large)
         finally:
             self.receiving.give_back(client)
             metrics.uploads_receiving.dec()
@@ -307,7 +301,7 @@ class Gateway:
 
         return bounded
 
-    def _too_large(self, size: int) -> str:
+    def too_large(self, size: int) -> str:
         return (
             f"The upload is {size / 1e6:.1f} MB; the limit is {self.settings.max_bytes / 1e6:.0f}"
             " MB. Send a smaller or more compressed photo."
@@ -345,121 +339,9 @@ class Gateway:
         return wrapped
 
 
-RATE_GRACE_S = 3.0  # a connection's first seconds are not held to the minimum rate
-
-
-async def read_body(
-    receive: Receive, limit: int, settings: Settings, too_large: Callable[[int], str]
-) -> bytes:
-    """The request body within ``limit`` bytes, the body deadlines and the minimum average
-    rate (a client trickling bytes is cut off in seconds, not minutes); ClientGone if the client
-    disconnects."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    deadline = started + settings.body_timeout_s
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        now = loop.time()
-        # Checked on a timer, not only when bytes arrive: by this time the bytes so far must have
-        # come at the minimum rate (a body that sends nothing is cut off after the grace).
-        rate_deadline = started + max(RATE_GRACE_S, size / settings.body_min_rate)
-        wait = min(settings.body_idle_timeout_s, deadline - now, rate_deadline - now)
-        try:
-            if wait <= 0:
-                raise TimeoutError
-            message = await asyncio.wait_for(receive(), wait)
-        except TimeoutError:
-            raise SlowUpload(
-                f"The upload arrived too slowly (limits: {settings.body_timeout_s:.0f} s in all, "
-                f"pauses of {settings.body_idle_timeout_s:.0f} s, "
-                f"{settings.body_min_rate / 1024:.0f} KB/s on average); send it again on a better "
-                "connection."
-            ) from None
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ImageTooLarge(too_large(size))
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 def with_timing(headers: list, entry: str) -> list:
     """``headers`` with ``entry`` added to their Server-Timing."""
     timing = [value for name, value in headers if name.lower() == b"server-timing"]
     kept = [(name, value) for name, value in headers if name.lower() != b"server-timing"]
     value = b", ".join([*timing, entry.encode()])
     return [*kept, (b"server-timing", value)]
-
-
-async def receive_nothing() -> Message:
-    return {"type": "http.disconnect"}
-
-
-def check_query(query: bytes, settings: Settings) -> None:
-    """Bounded before anything parses it: its size and its number of parameters."""
-    if len(query) > settings.max_query_bytes or query.count(b"&") >= settings.max_query_params:
-        raise BadRequest(
-            f"The query string is too long (at most {settings.max_query_params} options in "
-            f"{settings.max_query_bytes} bytes); send each option once."
-        )
-
-
-def to_its_parser(scope: Scope, length: int, api_path: str) -> Scope:
-    """The request as the typed API at ``api_path`` gets it: the body as it came (its length now
-    known) and a media type that picks its parser: at PATH/raw, or for anything but a multipart
-    form, the raw photo with the options from the query."""
-    headers = Headers(scope=scope)
-    content_type = headers.get("content-type", "")
-    media_type, _, parameters = content_type.partition(";")
-    raw = scope["path"] != api_path
-    if media_type.strip().lower() == "multipart/form-data" and not raw:
-        content_type = "multipart/form-data;" + parameters
-    else:
-        content_type = RAW_PHOTO_TYPE
-    kept = [
-        (name, value)
-        for name, value in scope["headers"]
-        if name not in (b"content-type", b"content-length", b"transfer-encoding")
-    ]
-    kept += [(b"content-type", content_type.encode("latin-1")), (b"content-length", b"%d" % length)]
-    return {**scope, "headers": kept, "path": api_path, "raw_path": api_path.encode()}
-
-
-def request_deadline() -> float:
-    """When the current request's answer is due (unix time), as the gateway set it at arrival."""
-    try:
-        return DEADLINE.get()
-    except LookupError:
-        raise RuntimeError("request_deadline() outside a request the gateway admitted") from None
-
-
-def request_client() -> str:
-    """The client address the gateway counts the current request against."""
-    try:
-        return CLIENT.get()
-    except LookupError:
-        raise RuntimeError("request_client() outside a request the gateway admitted") from None
-
-
-def request_level() -> Level:
-    """The level the gateway admitted the current request at."""
-    try:
-        return LEVEL.get()
-    except LookupError:
-        raise RuntimeError("request_level() outside a request the gateway admitted") from None
-
-
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands over ``body`` once, then waits on the client as the real one does."""
-    held = [body]
-
-    async def wrapped() -> Message:
-        if held:
-            return {"type": "http.request", "body": held.pop(), "more_body": False}
-        return await receive()
-
-    return wrapped

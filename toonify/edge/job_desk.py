@@ -33,9 +33,11 @@ from ..errors import (
 )
 from ..levels import Level
 from ..schema import JobStatus
+from .context import CLIENT, DEADLINE, LEVEL
 from .fairness import FairSlots, client_address
 from .forms import PhotoForm, RawPhoto, photos_in_memory
 from .jobs import Answer, DrainRate, JobStore, Upload, is_job_id
+from .uploads import check_query, read_body, replay, to_its_parser
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -112,8 +114,6 @@ class JobDesk:
             await self._result(job, scope, receive, send)
 
     async def _submit(self, scope, receive, send) -> None:
-        from .gateway import check_query, read_body, replay, to_its_parser
-
         gateway, settings = self.gateway, self.settings
         client = client_address(
             (scope.get("client") or (None,))[0],
@@ -125,7 +125,7 @@ class JobDesk:
             raise Overloaded("Too many uploads are arriving at once; retry in a few seconds.")
         self.receiving.take(client)
         try:
-            body = await read_body(receive, gateway.upload_limit, settings, gateway._too_large)
+            body = await read_body(receive, gateway.upload_limit, settings, gateway.too_large)
         finally:
             self.receiving.give_back(client)
         api_path = "/toonify/raw" if scope["path"] == "/jobs/raw" else "/toonify"
@@ -204,8 +204,6 @@ class JobDesk:
                 logger.exception("the job loop failed a round; it goes on")
 
     async def _run(self, job, upload: Upload) -> None:
-        from .gateway import CLIENT, DEADLINE, LEVEL, replay
-
         metrics.job_wait_seconds.observe(time.time() - job.submitted)
         DEADLINE.set(time.time() + self.settings.request_timeout_s)
         LEVEL.set(Level.full)
