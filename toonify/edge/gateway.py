@@ -52,6 +52,7 @@ from ..settings import Settings
 from .context import CLIENT, DEADLINE, LEVEL, request_level
 from .fairness import FairSlots, client_address, parse_networks
 from .forms import photos_in_memory
+from .job_desk import JobDesk
 from .responses import server_timing
 from .uploads import (
     FORM_SLACK,
@@ -130,8 +131,6 @@ class Gateway:
         # Jobs (job_desk.py), where the typed API's input model is given to check submissions.
         self.job_desk = None
         if job_input is not None:
-            from .job_desk import JobDesk
-
             folder = Path(settings.queue_dir or Path(tempfile.gettempdir()) / "toonify-queue")
             self.job_desk = JobDesk(self, folder, job_input)
 

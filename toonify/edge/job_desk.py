@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -39,9 +39,6 @@ from .forms import PhotoForm, RawPhoto, photos_in_memory
 from .jobs import Answer, DrainRate, JobStore, Upload, is_job_id
 from .uploads import check_query, read_body, replay, to_its_parser
 
-if TYPE_CHECKING:
-    from .gateway import Gateway
-
 logger = logging.getLogger("toonify.jobs")
 QUEUE_CLIENT = "queue"  # what running jobs count against in the fairness tables
 PENDING_RETRY_S = 2
@@ -54,8 +51,24 @@ def not_allowed(methods: tuple[str, ...]) -> Response:
     return refusal
 
 
+class Entry(Protocol):
+    """What the job desk uses of the gateway it sits in: its bounds, its billing, the app below."""
+
+    app: Any
+    settings: Any
+    ladder: Any
+    processing: FairSlots
+    trusted_proxies: tuple
+    upload_limit: int
+    meter: Any
+
+    def bill(self, charge: Any, images: int = 0) -> None: ...
+
+    def too_large(self, size: int) -> str: ...
+
+
 class JobDesk:
-    def __init__(self, gateway: Gateway, folder: Path, input_spec) -> None:
+    def __init__(self, gateway: Entry, folder: Path, input_spec) -> None:
         self.gateway = gateway
         self.settings = gateway.settings
         self.folder = folder
