@@ -39,9 +39,8 @@ def test_the_image_serves_non_root_read_only_and_drains_on_sigterm():
     assert result["stop_seconds"] < result["grace_period_s"]
 
 
-def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
-    """`python -m loadtest day --fleet 2`, briefly: two containers behind HAProxy (health-checked
-    on /readyz), Prometheus scraping both with the project's config and rules."""
+def skip_without_a_fleet() -> None:
+    """A fleet needs podman, HAProxy, Prometheus and the built image."""
     missing = available()
     for tool in ("haproxy", "prometheus"):
         if missing is None and shutil.which(tool) is None:
@@ -50,6 +49,12 @@ def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
         pytest.skip(missing)
     if not image_exists(IMAGE):
         pytest.skip(f"no {IMAGE}: `make container` builds it (CI does, before the tests)")
+
+
+def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
+    """`python -m loadtest day --fleet 2`, briefly: two containers behind HAProxy (health-checked
+    on /readyz), Prometheus scraping both with the project's config and rules."""
+    skip_without_a_fleet()
     run = subprocess.run(
         [
             sys.executable,
@@ -90,14 +95,7 @@ def test_stalled_uploads_against_the_fleet_leave_normal_users_served(astronaut):
     from tools.attacks import attacking, normal_user, served_at_full_level, stalled_upload
     from tools.served import scrape
 
-    missing = available()
-    for tool in ("haproxy", "prometheus"):
-        if missing is None and shutil.which(tool) is None:
-            missing = f"{tool} is not installed (Debian's {tool} package; .ci/run installs it)"
-    if missing:
-        pytest.skip(missing)
-    if not image_exists(IMAGE):
-        pytest.skip(f"no {IMAGE}: `make container` builds it (CI does, before the tests)")
+    skip_without_a_fleet()
     buffer = io.BytesIO()
     astronaut.save(buffer, "JPEG")
     fleet = Fleet(2, cpus=1)

@@ -105,7 +105,7 @@ class PhotoForm(MultipartSerde):
                     " a text field or a link), or as the raw request body."
                 )
             )
-        if request.url.query:
+        if request.scope.get("query_string"):
             raise record(
                 BadOption(
                     "With a multipart form, send the options as form fields; query parameters "

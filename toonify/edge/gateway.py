@@ -155,7 +155,7 @@ class Gateway:
     def _route(self, answered: Answered) -> ASGIApp:
         async def route(scope: Scope, receive: Receive, send: Send) -> None:
             if self.job_desk is not None and (
-                scope["path"] in ("/jobs", "/jobs/raw") or scope["path"].startswith("/jobs/")
+                scope["path"] == "/jobs" or scope["path"].startswith("/jobs/")
             ):
                 await self.job_desk(scope, receive, send)
             elif scope["path"] in self.upload_paths and scope["method"] == "POST":
@@ -175,11 +175,7 @@ class Gateway:
         arrived = time.perf_counter()
         DEADLINE.set(time.time() + self.settings.request_timeout_s)
         self.bill(self.meter.started())
-        client = client_address(
-            (scope.get("client") or (None,))[0],
-            Headers(scope=scope).getlist("x-forwarded-for"),
-            self.trusted_proxies,
-        )
+        client = self.client_of(scope)
         CLIENT.set(client)
         try:
             body = await self._admit_and_read(scope, receive, client)
@@ -230,20 +226,36 @@ class Gateway:
     async def _admit_and_read(self, scope: Scope, receive: Receive, client: str) -> bytes:
         check_query(scope.get("query_string", b""), self.settings)
         self._level_for(client)  # refused before the body past the ladder's top
-        if self.receiving.full_for(client, self.settings.max_receiving):
-            raise self._overloaded("Too many uploads are arriving at once")
         if not self._answer_fits(client, 1):
             raise self._overloaded("Too many answers are waiting to be taken")
-        headers = Headers(scope=scope)
-        declared = headers.get("content-length", "")
+        return await self.read_upload(
+            scope, receive, client, self.receiving, self.settings.max_receiving
+        )
+
+    def client_of(self, scope: Scope) -> str:
+        """The address a request is counted against (fairness.py)."""
+        return client_address(
+            (scope.get("client") or (None,))[0],
+            Headers(scope=scope).getlist("x-forwarded-for"),
+            self.trusted_proxies,
+        )
+
+    async def read_upload(
+        self, scope: Scope, receive: Receive, client: str, slots: FairSlots, bound: int
+    ) -> bytes:
+        """The upload's body, read within ``bound`` uploads being received (``client``'s own in
+        full, the others' up to their share), the byte limit and the body's deadlines."""
+        if slots.full_for(client, bound):
+            raise self._overloaded("Too many uploads are arriving at once")
+        declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.upload_limit:
             raise ImageTooLarge(self.too_large(int(declared)))
-        self.receiving.take(client)
+        slots.take(client)
         metrics.uploads_receiving.inc()
         try:
             return await read_body(receive, self.upload_limit, self.settings, self.too_large)
         finally:
-            self.receiving.give_back(client)
+            slots.give_back(client)
             metrics.uploads_receiving.dec()
 
     def _answer_fits(self, client: str, length: int) -> bool:

@@ -34,10 +34,10 @@ from ..errors import (
 from ..levels import Level
 from ..schema import JobStatus
 from .context import CLIENT, DEADLINE, LEVEL
-from .fairness import FairSlots, client_address
+from .fairness import FairSlots
 from .forms import PhotoForm, RawPhoto, photos_in_memory
 from .jobs import Answer, DrainRate, JobStore, Upload, is_job_id
-from .uploads import check_query, read_body, replay, to_its_parser
+from .uploads import check_query, replay, to_its_parser
 
 logger = logging.getLogger("toonify.jobs")
 QUEUE_CLIENT = "queue"  # what running jobs count against in the fairness tables
@@ -58,13 +58,15 @@ class Entry(Protocol):
     settings: Any
     ladder: Any
     processing: FairSlots
-    trusted_proxies: tuple
-    upload_limit: int
     meter: Any
 
     def bill(self, charge: Any, images: int = 0) -> None: ...
 
-    def too_large(self, size: int) -> str: ...
+    def client_of(self, scope: dict) -> str: ...
+
+    async def read_upload(
+        self, scope: dict, receive: Any, client: str, slots: FairSlots, bound: int
+    ) -> bytes: ...
 
 
 class JobDesk:
@@ -127,20 +129,11 @@ class JobDesk:
             await self._result(job, scope, receive, send)
 
     async def _submit(self, scope, receive, send) -> None:
-        gateway, settings = self.gateway, self.settings
-        client = client_address(
-            (scope.get("client") or (None,))[0],
-            Headers(scope=scope).getlist("x-forwarded-for"),
-            gateway.trusted_proxies,
+        gateway = self.gateway
+        check_query(scope.get("query_string", b""), self.settings)
+        body = await gateway.read_upload(
+            scope, receive, gateway.client_of(scope), self.receiving, self.receiving_bound
         )
-        check_query(scope.get("query_string", b""), settings)
-        if self.receiving.full_for(client, self.receiving_bound):
-            raise Overloaded("Too many uploads are arriving at once; retry in a few seconds.")
-        self.receiving.take(client)
-        try:
-            body = await read_body(receive, gateway.upload_limit, settings, gateway.too_large)
-        finally:
-            self.receiving.give_back(client)
         api_path = "/toonify/raw" if scope["path"] == "/jobs/raw" else "/toonify"
         parse_scope = to_its_parser({**scope, "path": api_path}, len(body), "/toonify")
         content_type = Headers(scope=parse_scope).get("content-type", "").encode("latin-1")
