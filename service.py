@@ -152,7 +152,7 @@ class Preprocess:
         # Decoding, detection and resampling release the GIL: threads work in parallel.
         self.threads = anyio.CapacityLimiter(SETTINGS.preprocess_threads)
         # Photos between prepare and finish hold their pixels: bounded (toonify/photos/budget.py).
-        self.photo_budget = PhotoBudget(SETTINGS.preprocess_photo_bytes)
+        self.photo_budget = PhotoBudget(SETTINGS.preprocess_pixel_bytes)
         shutdown.drain_after_entry(DRAIN_GRACE_S)
         metrics.ready.labels("preprocess").set(1)
 
@@ -163,7 +163,9 @@ class Preprocess:
     ) -> ToonifiedPhoto:
         """Decode, orient, detect and align at the level's size; the generator toonifies the
         crops; paste back or lay them out; encode. ``client`` takes its turn with the others."""
-        async with self.photo_budget.holding(len(photo), client):
+        # Read from the header before the photo waits: an upload that is no image is refused here.
+        pixel_bytes = await anyio.to_thread.run_sync(self.photos.pixel_bytes, photo, options, level)
+        async with self.photo_budget.holding(pixel_bytes, client):
             job = await anyio.to_thread.run_sync(
                 self.photos.prepare, photo, options, level, limiter=self.threads
             )

@@ -174,26 +174,38 @@ def _reflect_pad_blurred(image: Image.Image, pad: np.ndarray, qsize: float) -> I
     left, top, right, bottom = (int(v) for v in pad)
     padded = np.pad(np.asarray(image), ((top, bottom), (left, right), (0, 0)), "reflect")
     height, width, _ = padded.shape
-    y, x = np.ogrid[:height, :width]
+    median = tuple(int(v) for v in np.median(padded[::4, ::4].reshape(-1, 3), axis=0))
+    result = Image.fromarray(padded)
+    del padded  # a padded 12 MP face region is tens of MB: one copy at a time
 
-    # 0 at the original edge, rising to 1 at the far edge of the padding; negative inside
-    # (and on sides without padding).
+    # The weight is 0 at the original edge, rising to 1 at the far edge of the padding (negative
+    # inside, and on sides without padding), the larger of a column's and a row's. The masks are
+    # monotone in it, so each is made from its column and row ramps alone: one byte per pixel,
+    # no full-size float arrays.
     def ramp(distance: np.ndarray, padding: int) -> np.ndarray:
         return np.float32(distance) / padding if padding else np.full_like(distance, np.inf, "f4")
 
-    mask = np.maximum(
-        1.0 - np.minimum(ramp(x, left), ramp(width - 1 - x, right)),
-        1.0 - np.minimum(ramp(y, top), ramp(height - 1 - y, bottom)),
+    x, y = np.arange(width), np.arange(height)
+    columns = 1.0 - np.minimum(ramp(x, left), ramp(width - 1 - x, right))
+    rows = 1.0 - np.minimum(ramp(y, top), ramp(height - 1 - y, bottom))
+
+    def mask(scale: float, offset: float) -> Image.Image:
+        weights = np.maximum(
+            _mask_bytes(columns * scale + offset)[None, :],
+            _mask_bytes(rows * scale + offset)[:, None],
+        )
+        return Image.fromarray(weights, "L")
+
+    blurred = (
+        result.reduce(4)
+        .filter(ImageFilter.GaussianBlur(float(qsize) * 0.02 / 4))
+        .resize(result.size, Image.Resampling.BILINEAR)
     )
-    result = Image.fromarray(padded)
-    small = result.reduce(4)
-    blurred = small.filter(ImageFilter.GaussianBlur(float(qsize) * 0.02 / 4)).resize(
-        result.size, Image.Resampling.BILINEAR
-    )
-    result = Image.composite(blurred, result, _mask_image(mask * 3.0 + 1.0))
-    median = tuple(int(v) for v in np.median(padded[::4, ::4].reshape(-1, 3), axis=0))
-    return Image.composite(Image.new("RGB", result.size, median), result, _mask_image(mask))
+    result.paste(blurred, mask=mask(3.0, 1.0))
+    del blurred
+    result.paste(median, mask=mask(1.0, 0.0))
+    return result
 
 
-def _mask_image(weights: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.uint8(np.clip(weights, 0.0, 1.0) * 255 + 0.5), "L")
+def _mask_bytes(weights: np.ndarray) -> np.ndarray:
+    return np.uint8(np.clip(weights, 0.0, 1.0) * 255 + 0.5)

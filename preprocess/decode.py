@@ -57,6 +57,25 @@ def _looks_like_heif(data: bytes) -> bool:
 
 def decode_image(data: bytes, settings: DecodeSettings = DecodeSettings()) -> Image.Image:
     """Open, check and load an upload's pixels (orientation and mode untouched)."""
+    image = open_image(data, settings)
+    try:
+        image.load()
+    except Exception as exc:  # truncated data raises OSError; broken streams anything
+        raise CorruptImage(
+            f"The {image.format} data is truncated or damaged ({exc}). Send the photo again."
+        ) from None
+    return image
+
+
+def decoded_size(data: bytes, settings: DecodeSettings = DecodeSettings()) -> tuple[int, int]:
+    """The width and height ``decode_image`` will load (after the JPEG draft), read from the
+    header alone: what the pixels will cost is known before they are decoded."""
+    return open_image(data, settings).size
+
+
+def open_image(data: bytes, settings: DecodeSettings = DecodeSettings()) -> Image.Image:
+    """Open and check an upload from its header, at the scale it will be decoded at; no pixels
+    are loaded yet."""
     if not data:
         raise NotAnImage("The upload is empty: send a photo (JPEG, PNG, HEIC, ...).")
     if len(data) > settings.max_bytes:
@@ -94,8 +113,7 @@ def decode_image(data: bytes, settings: DecodeSettings = DecodeSettings()) -> Im
             image.seek(0)
         if isinstance(image, JpegImagePlugin.JpegImageFile):  # MPO too
             _draft_jpeg(image, settings.draft_long_side)
-        image.load()
-    except Exception as exc:  # truncated data raises OSError; broken streams anything
+    except Exception as exc:  # any exception while reading on is the upload's
         raise CorruptImage(
             f"The {image.format} data is truncated or damaged ({exc}). Send the photo again."
         ) from None

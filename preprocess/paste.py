@@ -38,15 +38,23 @@ def _photo_to_crop(face: AlignedFace, origin: tuple[int, int]) -> tuple[float, .
 
 
 def paste_back(
-    photo: Image.Image, faces: list[AlignedFace], crops: list[Image.Image]
+    photo: Image.Image,
+    faces: list[AlignedFace],
+    crops: list[Image.Image],
+    *,
+    in_place: bool = False,
 ) -> Image.Image:
     """The photo with each crop warped into its face's quad, blended through a feathered edge.
 
-    ``crops[i]`` replaces ``faces[i].image`` (any square size; it is resized to match).
+    ``crops[i]`` replaces ``faces[i].image`` (any square size; it is resized to match). With
+    ``in_place`` an RGB photo is pasted into and returned (no copy of a large photo).
     """
     if len(faces) != len(crops):
         raise ValueError(f"{len(faces)} faces but {len(crops)} crops")
-    result = photo.convert("RGB") if photo.mode != "RGB" else photo.copy()
+    if photo.mode != "RGB":
+        result = photo.convert("RGB")
+    else:
+        result = photo if in_place else photo.copy()
     for face, crop in zip(faces, crops, strict=True):
         size = face.image.width
         if crop.size != (size, size):

@@ -113,12 +113,35 @@ def serve(tmp_path_factory):
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_server():
+    """A real redis-server (Debian's package), emptied before each use of ``redis_url``."""
+    from tools.redis_server import RedisServer, redis_available
+
+    if not redis_available():
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    import redis
+
+    if redis_server.process is None:
+        redis_server.start()  # a test stopped it
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A test that starts a served instance (through the ``serve`` fixture) is ``served``; one
-    that imports the real models from ../shared/models (their quality is measured) is ``slow``."""
+    """A test that starts a served instance (through the ``serve`` fixture) or a Redis is
+    ``served``; one that imports the real models from ../shared/models (their quality is
+    measured) is ``slow``."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
-        if "serve" in fixtures:
+        if "serve" in fixtures or "redis_server" in fixtures:
             item.add_marker(pytest.mark.served)
         if "learned_models" in fixtures:
             item.add_marker(pytest.mark.slow)

@@ -101,6 +101,11 @@ def test_paste_back_places_every_face_and_nothing_else(detectors, t1_photo):
         cx, cy = (int(v) for v in face.landmarks[2])  # the nose is deep inside the crop
         assert result[cy, cx].max() < 10 and original[cy, cx].max() > 40
     assert np.abs(result - original)[:30, :].mean() < 1  # the wall above the heads is untouched
+    assert np.array_equal(np.asarray(t1_photo, dtype=float), original)  # a copy was pasted into
+    # In place: the same pixels, pasted into the photo itself.
+    photo = t1_photo.copy()
+    assert paste_back(photo, aligned, black, in_place=True) is photo
+    assert np.array_equal(np.asarray(photo, dtype=float), result)
 
 
 def test_paste_back_needs_one_crop_per_face(detectors, astronaut):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import tempfile
@@ -16,8 +17,9 @@ from starlette.testclient import TestClient
 
 from toonify.edge.context import request_level
 from toonify.edge.gateway import Gateway
-from toonify.edge.jobs import JobStore, Upload, is_job_id
-from toonify.errors import QueueFull, answered_errors
+from toonify.edge.job_store_redis import RedisJobStore
+from toonify.edge.jobs import Answer, SQLiteJobStore, Upload, eta_s, is_job_id, open_store
+from toonify.errors import QueueFull, Unavailable, answered_errors
 from toonify.settings import Settings
 
 QUEUE = Path(tempfile.mkdtemp(prefix="toonify-test-queue-"))
@@ -101,30 +103,168 @@ def test_methods_the_routes_do_not_take_are_405(client):
     assert client.delete(job["result_url"]).status_code == 405
 
 
-def test_the_store_is_bounded_expires_results_and_overwrites_what_it_deletes(tmp_path):
-    store = JobStore(tmp_path, max_jobs=2, max_bytes=10_000)
-    marker = b"PHOTO-MARKER-" * 10
-    first = store.submit(Upload("/toonify/raw", b"", b"image/jpeg", marker))
-    store.submit(Upload("/toonify/raw", b"", b"image/jpeg", b"x"))
-    with pytest.raises(QueueFull):
-        store.submit(Upload("/toonify/raw", b"", b"image/jpeg", b"y"))
-    job, upload = store.claim()
-    assert job.id == first.id and job.status == "running" and upload.body == marker
-    from toonify.edge.jobs import Answer
+# --- the stores: one contract, the embedded SQLite and a real Redis ------------------------
 
-    store.finish(job.id, Answer(200, [(b"x-a", b"1")], b"ANSWER-MARKER" * 10), "full", ttl_s=0)
-    assert store.expire() == 1 and store.get(job.id).status == "expired"
-    assert store.answer(job.id) is None
-    on_disk = b"".join(path.read_bytes() for path in tmp_path.iterdir())
-    assert marker not in on_disk and b"ANSWER-MARKER" not in on_disk
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.served)])
+def make_store(request, tmp_path):
+    """``make_store(max_jobs, max_bytes, visibility_s)``: a fresh store of each kind."""
+
+    def make(max_jobs: int = 10, max_bytes: int = 10_000, visibility_s: float = 30.0):
+        url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+        return open_store(url, tmp_path, max_jobs, max_bytes, visibility_s)
+
+    yield make
+
+
+def upload(body: bytes) -> Upload:
+    return Upload("/toonify/raw", b"size=256", b"image/jpeg", body)
+
+
+def everything_stored(store, tmp_path) -> bytes:
+    """Every byte the store keeps: the SQLite file, or every value of every Redis key."""
+    if isinstance(store, SQLiteJobStore):
+        return b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.is_file())
+    import redis
+
+    client = redis.Redis.from_url(store_url(store))
+    kept = []
+    for key in client.scan_iter():
+        kind = client.type(key)
+        if kind == b"hash":
+            kept += list(client.hgetall(key).values())
+        elif kind == b"string":
+            kept.append(client.get(key))
+        elif kind == b"zset":
+            kept += [member for member, _ in client.zrange(key, 0, -1, withscores=True)]
+    return b"".join(kept)
+
+
+def store_url(store) -> str:
+    kwargs = store.redis.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_the_store_is_bounded_expires_results_and_keeps_no_photo_once_done(make_store, tmp_path):
+    async def scenario():
+        store = make_store(max_jobs=2, max_bytes=10_000)
+        marker = b"PHOTO-MARKER-" * 10
+        first = await store.submit(upload(marker))
+        second = await store.submit(upload(b"x"))
+        with pytest.raises(QueueFull):
+            await store.submit(upload(b"y"))  # past max_jobs
+        assert await store.position(second) == 1 and (await store.depth())[0] == 2
+        claim = await store.claim()
+        assert claim.job.id == first.id and claim.upload == upload(marker)
+        assert (await store.get(first.id)).status == "running"
+        assert await store.position(await store.get(second.id)) == 0
+        answer = Answer(200, [(b"x-a", b"1")], b"ANSWER-MARKER" * 10)
+        assert await store.finish(claim, answer, "full", ttl_s=60)
+        done = await store.get(first.id)
+        assert done.status == "done" and done.level == "full" and done.error is None
+        assert await store.answer(first.id) == answer
+        assert marker not in everything_stored(store, tmp_path)  # the photo went with the job
+        # Past the TTL the answer is gone and the id says so.
+        claim = await store.claim()
+        assert await store.finish(claim, answer, "full", ttl_s=0)
+        await store.maintain()
+        assert (await store.get(second.id)).status == "expired"
+        assert await store.answer(second.id) is None
+        # Bytes: a photo over what the queue may hold.
+        with pytest.raises(QueueFull):
+            await store.submit(upload(b"z" * 10_001))
+
+    asyncio.run(scenario())
+
+
+def test_delete_takes_the_photo_and_the_answer_at_once(make_store, tmp_path):
+    async def scenario():
+        store = make_store()
+        marker = b"DELETED-PHOTO-" * 10
+        queued = await store.submit(upload(marker))
+        assert await store.delete(queued.id) and await store.get(queued.id) is None
+        assert not await store.delete(queued.id)
+        assert marker not in everything_stored(store, tmp_path)
+        assert await store.claim() is None  # nothing left to run
+        # Deleted while it runs: its answer is not kept.
+        running = await store.submit(upload(marker))
+        claim = await store.claim()
+        assert await store.delete(running.id)
+        assert not await store.finish(claim, Answer(200, [], b"ANSWER"), "full", ttl_s=60)
+        assert await store.get(running.id) is None and await store.answer(running.id) is None
+        assert marker not in everything_stored(store, tmp_path)
+
+    asyncio.run(scenario())
+
+
+def test_the_drain_rate_counts_the_jobs_finished_in_the_window(make_store):
+    async def scenario():
+        store = make_store()
+        assert await store.drain_rate(300) == 0.0
+        for _ in range(3):
+            await store.submit(upload(b"p"))
+            claim = await store.claim()
+            await store.finish(claim, Answer(200, [], b""), "full", ttl_s=60)
+        rate = await store.drain_rate(300)
+        assert rate == 3.0  # three finished within the first second (the rate's floor)
+        assert eta_s(5, rate) == 2.0 and eta_s(0, 0.0) is None
+
+    asyncio.run(scenario())
 
 
 def test_a_job_running_when_the_server_stopped_runs_again(tmp_path):
-    store = JobStore(tmp_path, max_jobs=10, max_bytes=10_000)
-    job = store.submit(Upload("/toonify/raw", b"", b"image/jpeg", b"photo"))
-    store.claim()
-    reopened = JobStore(tmp_path, max_jobs=10, max_bytes=10_000)
-    assert reopened.get(job.id).status == "queued"
+    async def scenario():
+        store = SQLiteJobStore(tmp_path, max_jobs=10, max_bytes=10_000)
+        job = await store.submit(upload(b"photo"))
+        await store.claim()
+        reopened = SQLiteJobStore(tmp_path, max_jobs=10, max_bytes=10_000)
+        assert (await reopened.get(job.id)).status == "queued"
+
+    asyncio.run(scenario())
+
+
+def test_a_lapsed_claim_goes_back_in_line_and_only_the_new_one_is_answered(redis_url):
+    """An instance that stops renewing (it died): after the visibility timeout another takes the
+    job at its old place in line; the first claim's late answer is not kept."""
+
+    async def scenario():
+        store = RedisJobStore(redis_url, 10, 10_000, visibility_s=0.3)
+        first = await store.submit(upload(b"first"))
+        await store.submit(upload(b"second"))
+        lost = await store.claim()
+        await store.maintain()
+        assert (await store.get(first.id)).status == "running"  # its claim still holds
+        assert await store.renew(lost)
+        await asyncio.sleep(0.4)  # the visibility timeout, past (Redis's clock decides)
+        await store.maintain()
+        assert (await store.get(first.id)).status == "queued"
+        assert await store.position(await store.get(first.id)) == 0  # first in line again
+        taken = await store.claim()
+        assert taken.job.id == first.id and taken.token != lost.token
+        assert not await store.renew(lost)
+        assert not await store.finish(lost, Answer(200, [], b"LATE"), "full", ttl_s=60)
+        assert await store.finish(taken, Answer(200, [], b"KEPT"), "full", ttl_s=60)
+        assert (await store.answer(first.id)).body == b"KEPT"
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_stopped_redis_is_503_unavailable_and_back_when_it_is(redis_server, redis_url):
+    async def scenario():
+        store = RedisJobStore(redis_url, 10, 10_000, visibility_s=30)
+        job = await store.submit(upload(b"photo"))
+        redis_server.stop()
+        for call in (store.submit(upload(b"p")), store.get(job.id), store.claim()):
+            with pytest.raises(Unavailable) as raised:
+                await call
+            assert raised.value.status == 503 and raised.value.code == "unavailable"
+        redis_server.start()  # nothing persisted: the queue is empty again (docs/jobs.md)
+        assert await store.get(job.id) is None
+        assert (await store.submit(upload(b"p"))).status == "queued"
+        await store.close()
+
+    asyncio.run(scenario())
 
 
 # --- served ----------------------------------------------------------------------------------
@@ -168,3 +308,92 @@ def test_twelve_jobs_at_once_on_one_slot_all_end_done_as_toonify_answers(
         spec = client.get("/docs.json").json()
     assert direct.status_code == 200 and results == [direct.content] * 12
     assert {"/jobs", "/jobs/raw", "/jobs/{id}", "/jobs/{id}/result"} <= set(spec["paths"])
+
+
+def wait_for_job(client: httpx.Client, job: dict, ends: float) -> dict:
+    while time.monotonic() < ends:
+        status = client.get(job["status_url"]).json()
+        if status["status"] in ("done", "failed"):
+            return status
+        time.sleep(0.1)  # a client's poll interval
+    raise AssertionError(f"job {job['id']} did not end: {status}")
+
+
+@pytest.mark.served
+def test_a_fleet_on_redis_finishes_a_killed_instances_job_once(
+    serve, default_models, astronaut, redis_url
+):
+    """Two instances share a Redis. The first takes a job and is killed (SIGKILL, the whole
+    process group) while it runs: the second takes it after the visibility timeout and answers
+    it, once; every job ends done, and the result is what /toonify gives."""
+    from loadtest.photos import phone_jpeg
+
+    settings = dict(
+        queue_url=redis_url, queue_visibility_timeout_s=3, max_in_flight=1, degrade="off"
+    )
+    first = serve(**settings)
+    photo = phone_jpeg(astronaut)  # a 12 MP paste_back: about a second of work each
+    path = "/jobs/raw?paste_back=true&size=2048&format=jpeg"
+    jobs = [httpx.post(first.url + path, content=photo, timeout=60).json() for _ in range(4)]
+    with httpx.Client(base_url=first.url, timeout=30) as client:
+        ends = time.monotonic() + 60
+        while client.get(jobs[0]["status_url"]).json()["status"] != "running":
+            assert time.monotonic() < ends
+            time.sleep(0.02)
+    first.kill()  # mid-job: nothing is finished or given back
+    import redis
+
+    left = redis.Redis.from_url(redis_url)
+    assert left.hget(f"toonify:job:{jobs[0]['id']}", "status") == b"running"
+    second = serve(**settings)
+    with httpx.Client(base_url=second.url, timeout=60) as client:
+        ends = time.monotonic() + 120
+        statuses = [wait_for_job(client, job, ends) for job in jobs]
+        assert [s["status"] for s in statuses] == ["done"] * 4, statuses
+        results = [client.get(job["result_url"]) for job in jobs]
+        direct = client.post("/toonify/raw?paste_back=true&size=2048&format=jpeg", content=photo)
+        metrics = client.get("/metrics").text
+    assert direct.status_code == 200
+    assert all(r.status_code == 200 and r.content == direct.content for r in results)
+    # Answered once: the second instance finished the killed job and kept every answer it
+    # made (none discarded), and nothing is left queued or running in Redis.
+    counted = [line for line in metrics.splitlines() if line.startswith("toonify_jobs")]
+    assert jobs_counted(metrics, "done") >= 1, counted
+    assert jobs_counted(metrics, "discarded") == 0, counted
+    assert left.zcard("toonify:queued") == 0 and left.zcard("toonify:running") == 0
+
+
+@pytest.mark.served
+def test_with_redis_stopped_jobs_are_503_and_toonify_still_answers(
+    serve, default_models, redis_server, redis_url, photo_jpeg
+):
+    server = serve(queue_url=redis_url)
+    assert httpx.post(f"{server.url}/jobs/raw", content=photo_jpeg, timeout=60).status_code == 202
+    redis_server.stop()
+    submitted = httpx.post(f"{server.url}/jobs/raw", content=photo_jpeg, timeout=60)
+    assert submitted.status_code == 503 and submitted.json()["error"] == "unavailable"
+    assert "Retry-After" in submitted.headers and "/toonify" in submitted.json()["detail"]
+    status = httpx.get(f"{server.url}/jobs/{'a' * 22}", timeout=30)
+    assert status.status_code == 503 and status.json()["error"] == "unavailable"
+    direct = httpx.post(f"{server.url}/toonify/raw", content=photo_jpeg, timeout=60)
+    assert direct.status_code == 200 and direct.headers["content-type"] == "image/jpeg"
+    assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 200
+    redis_server.start()
+    again = httpx.post(f"{server.url}/jobs/raw", content=photo_jpeg, timeout=60)
+    assert again.status_code == 202
+
+
+def jobs_counted(text: str, outcome: str) -> float:
+    """``toonify_jobs_total`` for ``outcome``, summed over its series (0 if none yet)."""
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("toonify_jobs_total{") and f'outcome="{outcome}"' in line
+    )
+
+
+@pytest.fixture
+def photo_jpeg(astronaut) -> bytes:
+    buffer = io.BytesIO()
+    astronaut.save(buffer, "JPEG")
+    return buffer.getvalue()

@@ -122,6 +122,27 @@ def test_the_reduced_level_decodes_a_jpeg_at_a_smaller_draft(detectors, astronau
     # A pasted answer is the photo itself: decoded at its full size at every level.
     pasted = pipeline.prepare(data, ToonifyOptions(paste_back=True), Level.reduced)
     assert pasted.prepared.stored.size == (3200, 3200) and pasted.answer_size == (3200, 3200)
+    # What each holds is known from the header before decoding: 4 bytes a pixel, and a second
+    # copy of the photo for a pasted answer.
+    assert pipeline.pixel_bytes(data, ToonifyOptions()) == 4 * 1600 * 1600
+    assert pipeline.pixel_bytes(data, ToonifyOptions(), Level.reduced) == 4 * 800 * 800
+    assert pipeline.pixel_bytes(data, ToonifyOptions(paste_back=True)) == 2 * 4 * 3200 * 3200
+    with pytest.raises(NotAnImage):
+        pipeline.pixel_bytes(b"junk!", ToonifyOptions())
+
+
+def test_a_pasted_answer_takes_the_photos_pixels_once(detectors, astronaut):
+    """The answer is pasted into the photo's own pixels, which the prepared photo lets go of:
+    a 12 MP answer holds one copy of the photo, and a second take is an error, not stale data."""
+    pipeline = PhotoWork(detectors("mtcnn"), Settings())
+    job = pipeline.prepare(jpeg_bytes(astronaut), ToonifyOptions(paste_back=True))
+    before = np.asarray(job.prepared.stored).copy()
+    result = pipeline.finish(job, toons_of(job.crops), ToonifyOptions(paste_back=True))
+    assert job.prepared.stored is None
+    answer = np.asarray(Image.open(io.BytesIO(result.image)))
+    assert answer.shape == before.shape and (answer != before).any()
+    with pytest.raises(RuntimeError, match="taken"):
+        job.prepared.take_upright()
 
 
 def test_services_called_directly(default_models, astronaut):

@@ -131,7 +131,24 @@ class Served:
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL for the whole instance at once, as a machine that dies: each BentoML worker
+        runs in a session of its own, so its process group is not enough."""
+        import psutil
+
+        try:
+            processes = [psutil.Process(self.process.pid)]
+            processes += processes[0].children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        for process in processes:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(processes, timeout=10)
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -64,7 +64,12 @@ uploads_receiving = Gauge(
     "Uploads whose body is still arriving (they hold no processing slot).",
     multiprocess_mode="livesum",
 )
-jobs = Counter("toonify_jobs", "Jobs by what happened: submitted, done, failed.", ["outcome"])
+jobs = Counter(
+    "toonify_jobs",
+    "Jobs by what happened: submitted, done, failed, discarded (an answer not kept: the job was "
+    "deleted, or run again after its claim lapsed).",
+    ["outcome"],
+)
 queue_depth = Gauge(
     "toonify_queue_depth", "Jobs waiting in the queue.", multiprocess_mode="livemax"
 )
@@ -108,7 +113,7 @@ for stage in STAGES:
     stage_seconds.labels(stage)
 for level in Level:
     answered_images.labels(level)
-for outcome in ("submitted", "done", "failed"):
+for outcome in ("submitted", "done", "failed", "discarded"):
     jobs.labels(outcome)
 
 

@@ -36,9 +36,10 @@ class Settings(BaseModel):
     # (decode, detection and resampling release the GIL): docs/performance.md.
     preprocess_workers: int = 1
     preprocess_threads: int = 2
-    # Upload bytes of the photos a preprocessing worker holds between decoding and answering
-    # (toonify/photos/budget.py): two or three 12 MP phone JPEGs, or a hundred small photos.
-    preprocess_photo_bytes: int = 8 * 2**20
+    # Memory of the decoded photos a preprocessing worker holds between decoding and answering,
+    # known from their headers (toonify/photos/budget.py): one 12 MP paste_back (98 MB) or ten
+    # 12 MP photos decoded at the draft size, beside a hundred small photos.
+    preprocess_pixel_bytes: int = 128 * 2**20
     generator_workers: int = 1
     generator_threads: int = 0  # 0: the CPUs this process may use
     providers: str = "auto"  # or a comma list such as CUDAExecutionProvider,CPUExecutionProvider
@@ -66,9 +67,12 @@ class Settings(BaseModel):
     body_idle_timeout_s: float = 10.0  # the longest pause in it
     body_min_rate: float = 8192.0  # bytes/s on average, after the first 3 s
     retry_after_s: int = 2
-    # Jobs (toonify/edge/jobs.py): the store's folder ("" = <tmp>/toonify-queue), its bounds, and
-    # how long a result is kept.
+    # Jobs (toonify/edge/jobs.py): the embedded store's folder ("" = <tmp>/toonify-queue), or a
+    # Redis shared by a fleet (redis://host:port/db); the bounds, how long a result is kept, and
+    # how long a job taken by an instance that stops answering waits before another takes it.
     queue_dir: str = ""
+    queue_url: str = ""
+    queue_visibility_timeout_s: float = 30.0
     queue_max_jobs: int = 10_000
     queue_max_bytes: int = 2 * 2**30
     result_ttl_s: float = 3600.0
@@ -78,9 +82,14 @@ class Settings(BaseModel):
     trusted_proxies: str = ""  # comma list of proxies whose X-Forwarded-For names the client
     max_query_bytes: int = 2048  # checked before the query is parsed
     max_query_params: int = 16
+    # Upload bytes of the requests being worked on, per instance (a client alone meets all of
+    # it, others within client_share; a client with nothing in flight may always send one): a
+    # waiting photo costs a few copies of its bytes across the workers, so this bounds what a
+    # burst of large uploads holds while the preprocessing worker's pixel budget runs them.
+    max_in_flight_bytes: int = 8 * 2**20
     # Answer bytes handed to the server but not yet taken by their clients, per instance; each
     # 64 KB of an answer must be taken within answer_idle_timeout_s or the connection is closed.
-    max_unsent_answer_bytes: int = 128 * 2**20
+    max_unsent_answer_bytes: int = 64 * 2**20
     answer_idle_timeout_s: float = 10.0
     # What the platform bills for one instance (cost accounting; the profile is
     # TOONIFY_COST_PROFILE, see cost.py).

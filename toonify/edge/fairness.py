@@ -38,6 +38,13 @@ class FairSlots:
     def full_for(self, client: str, bound: int) -> bool:
         return self.total >= self.hard_limit or self.weight_for(client) >= bound
 
+    def fits(self, client: str, amount: int, bound: int) -> bool:
+        """Whether ``amount`` more fits within ``bound`` as ``client`` meets it, below the hard
+        limit; a client holding nothing yet may always take one (however large)."""
+        if self.total >= self.hard_limit:
+            return False
+        return not self.held[client] or self.weight_for(client) + amount <= bound
+
     def take(self, client: str, amount: int = 1) -> None:
         before = self.held[client]
         self.held[client] = before + amount

@@ -120,6 +120,9 @@ class Gateway:
         self.processing = FairSlots(
             round(share * self.ladder.reduced_bound), hard_limit=2 * self.ladder.reduced_bound
         )
+        self.in_flight_bytes = FairSlots(
+            round(share * settings.max_in_flight_bytes), hard_limit=2 * settings.max_in_flight_bytes
+        )
         self.unsent = FairSlots(
             round(share * settings.max_unsent_answer_bytes),
             hard_limit=settings.max_unsent_answer_bytes,
@@ -182,7 +185,11 @@ class Gateway:
             # The level now: slots may have filled while the upload arrived.
             LEVEL.set(self._level_for(client))
             scope = to_its_parser(scope, len(body), self.upload_paths[scope["path"]])
+            size = len(body)
+            if not self.in_flight_bytes.fits(client, size, self.settings.max_in_flight_bytes):
+                raise self._overloaded("Too many large photos are being worked on")
             self.processing.take(client)
+            self.in_flight_bytes.take(client, size)
             metrics.requests_in_flight.inc()
             try:
                 answer = self._bounded_answer(scope, send, client, arrived)
@@ -192,6 +199,7 @@ class Gateway:
                     await self.app(scope, request_body, answer)
             finally:
                 self.processing.give_back(client)
+                self.in_flight_bytes.give_back(client, size)
                 metrics.requests_in_flight.dec()
         except ClientGone:
             answered.code = "client_gone"
@@ -344,7 +352,7 @@ class Gateway:
             elif message["type"] == "lifespan.shutdown" and self._clock is not None:
                 self._clock.cancel()
                 if self.job_desk is not None:
-                    self.job_desk.stop()
+                    await self.job_desk.stop()
             return message
 
         return wrapped

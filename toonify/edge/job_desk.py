@@ -36,12 +36,13 @@ from ..schema import JobStatus
 from .context import CLIENT, DEADLINE, LEVEL
 from .fairness import FairSlots
 from .forms import PhotoForm, RawPhoto, photos_in_memory
-from .jobs import Answer, DrainRate, JobStore, Upload, is_job_id
+from .jobs import Answer, Claim, JobStore, Upload, eta_s, is_job_id, open_store
 from .uploads import check_query, replay, to_its_parser
 
 logger = logging.getLogger("toonify.jobs")
 QUEUE_CLIENT = "queue"  # what running jobs count against in the fairness tables
 PENDING_RETRY_S = 2
+DRAIN_WINDOW_S = 300.0  # position and ETA come from the jobs finished in this window
 
 
 def not_allowed(methods: tuple[str, ...]) -> Response:
@@ -76,7 +77,6 @@ class JobDesk:
         self.folder = folder
         self.input_spec = input_spec  # the typed API's input model, to check a submission
         self.store: JobStore | None = None
-        self.drain = DrainRate()
         self.wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
@@ -91,15 +91,22 @@ class JobDesk:
     # --- lifespan ----------------------------------------------------------------------------
 
     def start(self, lifespan_scope: dict) -> None:
-        self.store = JobStore(
-            self.folder, self.settings.queue_max_jobs, self.settings.queue_max_bytes
+        settings = self.settings
+        self.store = open_store(
+            settings.queue_url,
+            self.folder,
+            settings.queue_max_jobs,
+            settings.queue_max_bytes,
+            settings.queue_visibility_timeout_s,
         )
         self._app_scope = {k: lifespan_scope[k] for k in ("app", "state") if k in lifespan_scope}
         self._loop = asyncio.create_task(self._run_jobs())
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._loop is not None:
             self._loop.cancel()
+        if self.store is not None:
+            await self.store.close()
 
     # --- routes ------------------------------------------------------------------------------
 
@@ -118,13 +125,15 @@ class JobDesk:
         if method not in allowed:
             await not_allowed(allowed)(scope, receive, send)
             return
-        if self.store is None or not is_job_id(job_id) or (job := self.store.get(job_id)) is None:
+        if self.store is None or not is_job_id(job_id):
+            raise NotFound("No such job: the id is wrong, or the job was deleted.")
+        if (job := await self.store.get(job_id)) is None:
             raise NotFound("No such job: the id is wrong, or the job was deleted.")
         if method == "DELETE":
-            self.store.delete(job_id)
+            await self.store.delete(job_id)
             await Response(status_code=204)(scope, receive, send)
         elif tail == "":
-            await JSONResponse(self._status(job))(scope, receive, send)
+            await JSONResponse(await self._status(job))(scope, receive, send)
         else:
             await self._result(job, scope, receive, send)
 
@@ -145,18 +154,20 @@ class JobDesk:
             )
         if self.store is None:
             raise Overloaded("The job queue is starting; retry in a few seconds.")
-        job = self.store.submit(
+        job = await self.store.submit(
             Upload(api_path, scope.get("query_string", b""), content_type, body)
         )
         metrics.jobs.labels("submitted").inc()
         self.wake.set()
-        status = self._status(job)
+        status = await self._status(job)
         headers = {"Location": status["status_url"]}
         await JSONResponse(status, status_code=202, headers=headers)(scope, receive, send)
 
-    def _status(self, job) -> dict:
-        position = self.store.position(job) if job.status == "queued" else None
-        eta = self.drain.eta_s(position, time.time()) if position is not None else None
+    async def _status(self, job) -> dict:
+        position = eta = None
+        if job.status == "queued":
+            position = await self.store.position(job)
+            eta = eta_s(position, await self.store.drain_rate(DRAIN_WINDOW_S))
         return JobStatus(
             id=job.id,
             status=job.status,
@@ -171,10 +182,12 @@ class JobDesk:
     async def _result(self, job, scope, receive, send) -> None:
         if job.status == "expired":
             raise Expired()
-        answer = self.store.answer(job.id)
+        answer = await self.store.answer(job.id)
         if answer is None:  # queued or running
             pending = JSONResponse(
-                self._status(job), status_code=202, headers={"Retry-After": str(PENDING_RETRY_S)}
+                await self._status(job),
+                status_code=202,
+                headers={"Retry-After": str(PENDING_RETRY_S)},
             )
             await pending(scope, receive, send)
             return
@@ -196,21 +209,51 @@ class JobDesk:
                 pass
             self.wake.clear()
             try:
-                self.store.expire()
-                while self._has_full_slot() and (claimed := self.store.claim()):
-                    job, upload = claimed
+                await self.store.maintain()
+                while self._has_full_slot() and (claim := await self.store.claim()):
                     self.gateway.processing.take(QUEUE_CLIENT)
-                    task = asyncio.create_task(self._run(job, upload))
+                    task = asyncio.create_task(self._run(claim))
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
-                count, oldest = self.store.depth()
+                count, oldest = await self.store.depth()
                 metrics.queue_depth.set(count)
                 metrics.queue_oldest_seconds.set(oldest)
-            except Exception:
-                logger.exception("the job loop failed a round; it goes on")
+            except Exception as exc:  # a store that cannot be reached: try again next round
+                logger.warning("the job loop failed a round; it goes on: %r", exc)
 
-    async def _run(self, job, upload: Upload) -> None:
-        metrics.job_wait_seconds.observe(time.time() - job.submitted)
+    async def _run(self, claim: Claim) -> None:
+        job, upload = claim.job, claim.upload
+        metrics.job_wait_seconds.observe(max(0.0, time.time() - job.submitted))
+        renewing = asyncio.create_task(self._renew(claim))
+        try:
+            answer = await self._replay(upload)
+        finally:
+            renewing.cancel()
+            self.gateway.processing.give_back(QUEUE_CLIENT)
+        level = dict(answer.headers).get(b"x-service-level", b"").decode() or None
+        try:
+            kept = await self.store.finish(claim, answer, level, self.settings.result_ttl_s)
+        except Exception as exc:  # the store is down: its claim lapses and the job runs again
+            logger.warning("job %s: its answer could not be stored: %r", job.id, exc)
+            kept = False
+        if kept:
+            metrics.jobs.labels("done" if answer.status < 400 else "failed").inc()
+        else:  # deleted while it ran, or taken again after the claim lapsed: one answer only
+            metrics.jobs.labels("discarded").inc()
+        self.wake.set()
+
+    async def _renew(self, claim: Claim) -> None:
+        """The claim kept while the job runs, so only a stopped instance's jobs run again."""
+        every = self.settings.queue_visibility_timeout_s / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.store.renew(claim)
+            except Exception as exc:
+                logger.warning("job %s: its claim could not be renewed: %r", claim.job.id, exc)
+
+    async def _replay(self, upload: Upload) -> Answer:
+        """The upload through the service as its ``POST /toonify``, answered into memory."""
         DEADLINE.set(time.time() + self.settings.request_timeout_s)
         LEVEL.set(Level.full)
         CLIENT.set(QUEUE_CLIENT)
@@ -248,24 +291,15 @@ class JobDesk:
         gateway.bill(gateway.meter.started())
         try:
             with photos_in_memory():
-                await ErrorAnswers(self.gateway.app)(
-                    scope, replay(upload.body, nothing_more), capture
-                )
-            answer = Answer(
+                await ErrorAnswers(gateway.app)(scope, replay(upload.body, nothing_more), capture)
+            return Answer(
                 started.get("status", 500), list(started.get("headers", [])), b"".join(chunks)
             )
         except Exception:
-            logger.exception("job %s failed", job.id)
+            logger.exception("a job's replay failed")
             error = error_response(Exception())
-            answer = Answer(error.status_code, list(error.raw_headers), bytes(error.body))
+            return Answer(error.status_code, list(error.raw_headers), bytes(error.body))
         finally:
-            gateway.processing.give_back(QUEUE_CLIENT)
             gateway.bill(
                 gateway.meter.finished(), images=1 if started.get("status", 500) < 400 else 0
             )
-        level = dict(answer.headers).get(b"x-service-level", b"").decode() or None
-        if self.store.get(job.id) is not None:  # not deleted while it ran
-            self.store.finish(job.id, answer, level, self.settings.result_ttl_s)
-        metrics.jobs.labels("done" if answer.status < 400 else "failed").inc()
-        self.drain.add(time.time())
-        self.wake.set()

@@ -61,14 +61,15 @@ def paste_answer(prepared: PreparedPhoto, toons: np.ndarray, size: tuple[int, in
     """The photo at the answer's size with each toon pasted into its face's quad.
 
     The photo is scaled first and the quads with it, so pasting costs the answer's pixels, not
-    the upload's.
+    the upload's; the toons are pasted into the photo's own pixels (taken from ``prepared``), so
+    a 12 MP answer holds one copy of the photo, not three.
     """
-    photo = prepared.upright(size)
+    photo = prepared.take_upright(size)
     faces = prepared.aligned
     if size != prepared.size:
         scale = size[0] / prepared.size[0]
         faces = [AlignedFace(image=face.image, quad=face.quad * scale) for face in faces]
-    return paste_back(photo, faces, [Image.fromarray(toon) for toon in toons])
+    return paste_back(photo, faces, [Image.fromarray(toon) for toon in toons], in_place=True)
 
 
 def face_sheet(toons: np.ndarray, aligned: np.ndarray | None, side: int) -> Image.Image:

@@ -1,10 +1,13 @@
 """How much photo the preprocessing worker holds at once, and whose photo goes next.
 
-A photo holds its full-size pixels from ``prepare`` to ``finish`` (while the generator works on its
+A photo holds its decoded pixels from ``prepare`` to ``finish`` (while the generator works on its
 crops), and the worker takes every request the entry admits. Without a bound, a burst of 12 MP
 paste_backs held over a gigabyte between the two; a bound on their count starved the generator of
-small photos to batch. So the bound is on the uploads' bytes, a proxy for their pixels known before
-decoding: many small photos fit at once, few large ones, and one larger than the budget runs alone.
+small photos to batch, and one on their upload bytes let a few well-compressed 12 MP photos
+through at once (1 MB of JPEG is 98 MB of pixels pasted back). So the bound is on the pixels'
+memory, read from each upload's header before it is decoded (``PhotoWork.pixel_bytes``): many
+small photos fit at once, one 12 MP paste_back beside them, and one larger than the budget runs
+alone.
 
 Waiting photos go in turn by client, not by arrival: the next is the oldest photo of the client
 whose last photo went longest ago (a client with none yet first), so a burst from one address

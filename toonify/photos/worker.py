@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from preprocess import DecodeSettings, FaceDetector
+from preprocess import DecodeSettings, FaceDetector, decoded_size
 from preprocess.pipeline import PreparedPhoto, prepare_photo
 
 from ..levels import Level, level_settings
@@ -41,17 +41,28 @@ class PhotoWork:
         self.detector = detector
         self.settings = settings
 
-    def prepare(self, data: bytes, options: ToonifyOptions, level: Level = Level.full) -> PhotoJob:
+    def decode_settings(self, options: ToonifyOptions, level: Level) -> DecodeSettings:
         settings = self.settings
-        at_level = level_settings(settings, level)
         if options.paste_back:  # the answer is the photo itself: decode what it needs
             draft = max(options.size or FULL_RESOLUTION, settings.draft_long_side)
         else:
-            draft = at_level.draft_long_side
+            draft = level_settings(settings, level).draft_long_side
+        return DecodeSettings(settings.max_bytes, settings.max_pixels, draft)
+
+    def pixel_bytes(self, data: bytes, options: ToonifyOptions, level: Level = Level.full) -> int:
+        """The memory the photo's pixels hold from ``prepare`` to ``finish``, from its header
+        alone (an upload that is not an image raises its InputError here): Pillow keeps an RGB
+        pixel in 4 bytes, and a pasted-back answer is made from one more copy of the photo."""
+        width, height = decoded_size(data, self.decode_settings(options, level))
+        return 4 * width * height * (2 if options.paste_back else 1)
+
+    def prepare(self, data: bytes, options: ToonifyOptions, level: Level = Level.full) -> PhotoJob:
+        settings = self.settings
+        at_level = level_settings(settings, level)
         prepared = prepare_photo(
             data,
             self.detector,
-            decode=DecodeSettings(settings.max_bytes, settings.max_pixels, draft),
+            decode=self.decode_settings(options, level),
             face_index=options.face_index,
             all_faces=options.all_faces or options.paste_back,
             max_faces=settings.max_faces,

@@ -1,0 +1,319 @@
+"""The job store a fleet shares: one Redis (``TOONIFY_QUEUE_URL``), used through redis-py.
+
+Keys, under ``toonify:``::
+
+    job:{id}      hash: status, times, the upload (until the job ends), level, error, claim
+    answer:{id}   hash: status, headers, body; Redis deletes it at the job's expiry
+    queued        sorted set: id by submission time (the position is its rank)
+    running       sorted set: id by the time its claim lapses
+    finished      sorted set: id by finish time, the last hour (the fleet's drain rate)
+    queued_bytes  the photos' bytes waiting or running (TOONIFY_QUEUE_MAX_BYTES)
+
+Every change of state is one Lua script, so it is atomic whatever the number of instances. A
+claim is a random token written into the job; while it runs, the instance renews it; a job whose
+claim lapsed (its instance died, or stopped answering) goes back to the queue at its old place,
+and an answer is kept only from the claim that still holds the job: at least once run, once
+answered. The scripts name keys they compute, so this is for one Redis (or a primary with
+replicas), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from ..errors import QueueFull, Unavailable
+from .jobs import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
+
+PREFIX = "toonify:"
+TOMBSTONE_S = 86_400  # an expired id answers 410 for a day, then 404
+FINISHED_WINDOW_S = 3600
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class QueueUnavailable(Unavailable):
+    default_detail = (
+        "The job queue cannot be reached just now; retry in a few seconds, or send the photo to "
+        "POST /toonify, which does not need it."
+    )
+
+
+def _reached(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Redis's failures (down, refused, timed out) as the service's 503 ``unavailable``."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except RedisError as exc:
+            raise QueueUnavailable() from exc
+
+    return call
+
+
+SUBMIT = """
+local count = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+local bytes = tonumber(redis.call('GET', KEYS[3]) or '0')
+if count >= tonumber(ARGV[6]) or bytes + string.len(ARGV[5]) > tonumber(ARGV[7]) then
+  return 0
+end
+redis.call('HSET', KEYS[4], 'status', 'queued', 'submitted', ARGV[1], 'path', ARGV[2],
+           'query', ARGV[3], 'content_type', ARGV[4], 'photo', ARGV[5])
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[8])
+redis.call('INCRBY', KEYS[3], string.len(ARGV[5]))
+return 1
+"""
+
+CLAIM = """
+while true do
+  local popped = redis.call('ZPOPMIN', KEYS[1])
+  if #popped == 0 then return false end
+  local id = popped[1]
+  local key = ARGV[4] .. 'job:' .. id
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    redis.call('HSET', key, 'status', 'running', 'started', ARGV[1], 'claim', ARGV[3])
+    return {id, unpack(redis.call('HMGET', key, 'submitted', 'path', 'query', 'content_type',
+                                  'photo'))}
+  end
+end
+"""
+
+RENEW = """
+if redis.call('HGET', KEYS[2], 'claim') ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[3])
+return 1
+"""
+
+RECLAIM = """
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, id in ipairs(lapsed) do
+  redis.call('ZREM', KEYS[1], id)
+  local key = ARGV[2] .. 'job:' .. id
+  local submitted = redis.call('HGET', key, 'submitted')
+  if submitted then
+    redis.call('HSET', key, 'status', 'queued')
+    redis.call('HDEL', key, 'started', 'claim')
+    redis.call('ZADD', KEYS[2], submitted, id)
+  end
+end
+return #lapsed
+"""
+
+FINISH = """
+if redis.call('HGET', KEYS[3], 'claim') ~= ARGV[2] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DECRBY', KEYS[2], redis.call('HSTRLEN', KEYS[3], 'photo'))
+redis.call('HDEL', KEYS[3], 'photo', 'query', 'claim')
+redis.call('HSET', KEYS[3], 'status', ARGV[5], 'finished', ARGV[3], 'expires', ARGV[4],
+           'level', ARGV[6], 'error', ARGV[7])
+redis.call('HSET', KEYS[4], 'status', ARGV[8], 'headers', ARGV[9], 'body', ARGV[10])
+local expires_ms = math.floor(tonumber(ARGV[4]) * 1000)
+redis.call('PEXPIREAT', KEYS[4], expires_ms)
+redis.call('PEXPIREAT', KEYS[3], expires_ms + tonumber(ARGV[11]) * 1000)
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[12]))
+return 1
+"""
+
+DELETE = """
+if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+redis.call('DECRBY', KEYS[3], redis.call('HSTRLEN', KEYS[4], 'photo'))
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[4], KEYS[5])
+return 1
+"""
+
+
+def _float(value: bytes | None) -> float | None:
+    return float(value) if value else None
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value else None
+
+
+class RedisJobStore:
+    def __init__(self, url: str, max_jobs: int, max_bytes: int, visibility_s: float) -> None:
+        # Short timeouts: a Redis that does not answer is a 503 at once, not a hung request.
+        self.redis = redis.Redis.from_url(
+            url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
+        )
+        self.max_jobs = max_jobs
+        self.max_bytes = max_bytes
+        self.visibility_s = visibility_s
+        self.keys = {
+            name: PREFIX + name for name in ("queued", "running", "finished", "queued_bytes")
+        }
+        self._submit = self.redis.register_script(SUBMIT)
+        self._claim = self.redis.register_script(CLAIM)
+        self._renew = self.redis.register_script(RENEW)
+        self._reclaim = self.redis.register_script(RECLAIM)
+        self._finish = self.redis.register_script(FINISH)
+        self._delete = self.redis.register_script(DELETE)
+
+    def _job_key(self, job_id: str) -> str:
+        return f"{PREFIX}job:{job_id}"
+
+    def _answer_key(self, job_id: str) -> str:
+        return f"{PREFIX}answer:{job_id}"
+
+    @_reached
+    async def submit(self, upload: Upload) -> Job:
+        job_id, now = new_job_id(), time.time()
+        keys = self.keys
+        taken = await self._submit(
+            keys=[keys["queued"], keys["running"], keys["queued_bytes"], self._job_key(job_id)],
+            args=[
+                repr(now),
+                upload.path,
+                upload.query,
+                upload.content_type,
+                upload.body,
+                self.max_jobs,
+                self.max_bytes,
+                job_id,
+            ],
+        )
+        if not taken:
+            raise QueueFull()  # past TOONIFY_QUEUE_MAX_JOBS or TOONIFY_QUEUE_MAX_BYTES
+        return Job(job_id, "queued", now, None, None, None, None, None)
+
+    @_reached
+    async def get(self, job_id: str) -> Job | None:
+        fields = await self.redis.hmget(
+            self._job_key(job_id),
+            ["status", "submitted", "started", "finished", "expires", "level", "error"],
+        )
+        status, submitted, started, finished, expires, level, error = fields
+        if status is None:
+            return None
+        status_text = status.decode()
+        if status_text in ("done", "failed") and expires and float(expires) <= time.time():
+            status_text = "expired"
+        return Job(
+            job_id,
+            status_text,
+            float(submitted),
+            _float(started),
+            _float(finished),
+            _float(expires),
+            _text(level),
+            _text(error),
+        )
+
+    @_reached
+    async def position(self, job: Job) -> int:
+        rank = await self.redis.zrank(self.keys["queued"], job.id)
+        return 0 if rank is None else rank
+
+    @_reached
+    async def depth(self) -> tuple[int, float]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.keys["queued"])
+            pipe.zrange(self.keys["queued"], 0, 0, withscores=True)
+            count, oldest = await pipe.execute()
+        return count, (time.time() - oldest[0][1]) if oldest else 0.0
+
+    @_reached
+    async def claim(self) -> Claim | None:
+        token, now = secrets.token_urlsafe(16), time.time()
+        taken = await self._claim(
+            keys=[self.keys["queued"], self.keys["running"]],
+            args=[repr(now), repr(now + self.visibility_s), token, PREFIX],
+        )
+        if not taken:
+            return None
+        job_id, submitted, path, query, content_type, photo = taken
+        job_id = job_id.decode()
+        job = Job(job_id, "running", float(submitted), now, None, None, None, None)
+        upload = Upload(path.decode(), query or b"", content_type or b"", photo or b"")
+        return Claim(job, upload, token)
+
+    @_reached
+    async def renew(self, claim: Claim) -> bool:
+        held = await self._renew(
+            keys=[self.keys["running"], self._job_key(claim.job.id)],
+            args=[repr(time.time() + self.visibility_s), claim.token, claim.job.id],
+        )
+        return bool(held)
+
+    @_reached
+    async def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
+        now, job_id = time.time(), claim.job.id
+        kept = await self._finish(
+            keys=[
+                self.keys["running"],
+                self.keys["queued_bytes"],
+                self._job_key(job_id),
+                self._answer_key(job_id),
+                self.keys["finished"],
+            ],
+            args=[
+                job_id,
+                claim.token,
+                repr(now),
+                repr(now + ttl_s),
+                "done" if answer.status < 400 else "failed",
+                level or "",
+                answer.error or "",
+                answer.status,
+                answer.headers_json(),
+                answer.body,
+                TOMBSTONE_S,
+                FINISHED_WINDOW_S,
+            ],
+        )
+        return bool(kept)
+
+    @_reached
+    async def answer(self, job_id: str) -> Answer | None:
+        status, headers, body = await self.redis.hmget(
+            self._answer_key(job_id), ["status", "headers", "body"]
+        )
+        if status is None:
+            return None
+        return Answer.of(int(status), headers.decode(), body or b"")
+
+    @_reached
+    async def delete(self, job_id: str) -> bool:
+        keys = self.keys
+        deleted = await self._delete(
+            keys=[
+                keys["queued"],
+                keys["running"],
+                keys["queued_bytes"],
+                self._job_key(job_id),
+                self._answer_key(job_id),
+            ],
+            args=[job_id],
+        )
+        return bool(deleted)
+
+    @_reached
+    async def drain_rate(self, window_s: float) -> float:
+        now = time.time()
+        first = await self.redis.zrangebyscore(
+            self.keys["finished"], now - window_s, "+inf", start=0, num=1, withscores=True
+        )
+        count = await self.redis.zcount(self.keys["finished"], now - window_s, "+inf")
+        return jobs_per_second(count, first[0][1] if first else None, now)
+
+    @_reached
+    async def maintain(self) -> None:
+        # Results expire by themselves (PEXPIREAT); lapsed claims go back to the queue.
+        await self._reclaim(
+            keys=[self.keys["running"], self.keys["queued"]], args=[repr(time.time()), PREFIX]
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
