@@ -301,11 +301,11 @@ class RedisJobStore:
 
     @_reached
     async def drain_rate(self, window_s: float) -> float:
-        now = time.time()
-        first = await self.redis.zrangebyscore(
-            self.keys["finished"], now - window_s, "+inf", start=0, num=1, withscores=True
-        )
-        count = await self.redis.zcount(self.keys["finished"], now - window_s, "+inf")
+        now, finished = time.time(), self.keys["finished"]
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.zcount(finished, now - window_s, "+inf")
+            pipe.zrangebyscore(finished, now - window_s, "+inf", start=0, num=1, withscores=True)
+            count, first = await pipe.execute()
         return jobs_per_second(count, first[0][1] if first else None, now)
 
     @_reached
