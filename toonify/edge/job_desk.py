@@ -125,9 +125,8 @@ class JobDesk:
         if method not in allowed:
             await not_allowed(allowed)(scope, receive, send)
             return
-        if self.store is None or not is_job_id(job_id):
-            raise NotFound("No such job: the id is wrong, or the job was deleted.")
-        if (job := await self.store.get(job_id)) is None:
+        job = await self.store.get(job_id) if self.store and is_job_id(job_id) else None
+        if job is None:
             raise NotFound("No such job: the id is wrong, or the job was deleted.")
         if method == "DELETE":
             await self.store.delete(job_id)
