@@ -21,6 +21,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -181,6 +182,14 @@ class Preprocess:
         metrics.observe_photo(result.timings, len(result.faces))
         return result
 
+    @bentoml.api
+    @answered_errors
+    async def check_photo(self, photo: bytes, options: ToonifyOptions) -> bool:
+        """What ``toonify_photo`` would refuse from the photo's header alone (a job's photo is
+        checked so at its submission); True when there is nothing to refuse."""
+        await anyio.to_thread.run_sync(self.photos.check, photo, options)
+        return True
+
 
 @bentoml.service(
     name="toonify",
@@ -274,6 +283,15 @@ class Toonify:
         )
 
 
+async def check_job_photo(photo: bytes, options: ToonifyOptions) -> None:
+    """A job's photo checked at submission as ``/toonify`` checks it before finding faces, by
+    the preprocessing worker (the entry never decodes): a job that would be refused is refused
+    at once, with the same error."""
+    deadline = time.time() + SETTINGS.request_timeout_s
+    preprocess = Toonify.dependencies["preprocess"].get()  # the entry's client of it
+    await call_service(preprocess.to_async.check_photo, deadline, photo=photo, options=options)
+
+
 def degrade_ladder() -> Ladder:
     """The ladder for the configured generator: a reduced level where it runs at the smaller
     size (its stored signature says; only metadata is read, no runtime is loaded)."""
@@ -290,5 +308,6 @@ Toonify.add_asgi_middleware(
     ladder=degrade_ladder,
     upload_paths=("/toonify", "/toonify/json"),
     job_input=lambda: Toonify.apis["toonify"].input_spec,  # jobs are checked as /toonify
+    job_check=check_job_photo,
 )
 Toonify.mount_asgi_app(make_site(lambda: Toonify.openapi_spec.asdict()))

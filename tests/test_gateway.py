@@ -112,6 +112,10 @@ def test_bentoml_clients_json_encoded_values_decode(client):
         client.post("/toonify", files={"image": ("a", PHOTO)}, data={"format": '"png"'})
     )["options"]
     assert options["format"] == "png"
+    # null for an option whose default is none, as the document says (nullable)
+    data = {"size": "null", "face_index": "null"}
+    options = echoed(client.post("/toonify", files={"image": ("a", PHOTO)}, data=data))["options"]
+    assert options["size"] == "None" and options["face_index"] == "None"
 
 
 @pytest.mark.parametrize(
@@ -247,3 +251,5 @@ def test_the_document_gives_each_form_its_own_operation():
         assert set(raw["requestBody"]["content"]) == {"image/*"}
         assert {p["in"] for p in raw["parameters"]} == {"query"}
         assert "422" in form["responses"] and "422" in raw["responses"]
+        fields = form["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+        assert fields["size"]["nullable"] and "nullable" not in fields["quality"]

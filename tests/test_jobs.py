@@ -397,3 +397,51 @@ def photo_jpeg(astronaut) -> bytes:
     buffer = io.BytesIO()
     astronaut.save(buffer, "JPEG")
     return buffer.getvalue()
+
+
+def hostile_uploads(astronaut) -> dict[str, tuple[str, bytes]]:
+    """The kinds of bad upload /toonify refuses before finding faces (tests/test_hostile.py and
+    tests/test_decode.py): path and query, and the body."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + payload))
+        return struct.pack(">I", len(payload)) + kind + payload + crc
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    tga = io.BytesIO()
+    astronaut.save(tga, "TGA")
+    good = io.BytesIO()
+    astronaut.save(good, "JPEG")
+    return {
+        "empty": ("", b""),
+        "text": ("", b"hello, this is plain text and not a picture\n" * 20),
+        "pdf": ("", b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\n"),
+        "bomb": ("", bomb),
+        "unsupported format": ("", tga.getvalue()),
+        "answer over the output budget": (
+            "?all_faces=true&return_aligned=true&size=4096",
+            good.getvalue(),
+        ),
+        "bad option": ("?size=5e2", good.getvalue()),
+    }
+
+
+@pytest.mark.served
+def test_hostile_uploads_get_the_same_refusal_at_jobs_as_at_toonify(
+    serve, default_models, astronaut, tmp_path
+):
+    server = serve(queue_dir=str(tmp_path / "queue"), max_output_pixels=4096 * 4096)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for kind, (query, body) in hostile_uploads(astronaut).items():
+            direct = client.post(f"/toonify/raw{query}", content=body)
+            job = client.post(f"/jobs/raw{query}", content=body)
+            assert 400 <= direct.status_code < 500, (kind, direct.text)
+            assert (job.status_code, job.json()["error"]) == (
+                direct.status_code,
+                direct.json()["error"],
+            ), kind
+        depth = client.get("/metrics").text
+    assert "toonify_queue_depth 0.0" in depth  # nothing was queued

@@ -13,6 +13,7 @@ from PIL import Image
 
 from preprocess import NoFaceFound, NotAnImage
 from preprocess.pipeline import prepare_photo, select_faces
+from toonify.errors import OutputTooLarge
 from toonify.levels import Level
 from toonify.photos.worker import PhotoWork
 from toonify.schema import ToonifyOptions, Toons
@@ -129,6 +130,26 @@ def test_the_reduced_level_decodes_a_jpeg_at_a_smaller_draft(detectors, astronau
     assert pipeline.pixel_bytes(data, ToonifyOptions(paste_back=True)) == 2 * 4 * 3200 * 3200
     with pytest.raises(NotAnImage):
         pipeline.pixel_bytes(b"junk!", ToonifyOptions())
+
+
+def test_the_header_check_refuses_what_prepare_would_before_any_face_is_sought(
+    detectors, astronaut
+):
+    """``check`` (what a job's submission runs) raises the same errors as ``prepare`` for what a
+    header tells, and passes a photo ``prepare`` takes."""
+    pipeline = PhotoWork(detectors("mtcnn"), Settings(max_output_pixels=512 * 512))
+    photo = jpeg_bytes(astronaut)
+    pipeline.check(photo, ToonifyOptions())
+    pipeline.check(photo, ToonifyOptions(paste_back=True))  # 512 x 512: within the budget
+    for junk in (b"", b"junk!", b"%PDF-1.4\n"):
+        with pytest.raises(NotAnImage):
+            pipeline.check(junk, ToonifyOptions())
+    with pytest.raises(OutputTooLarge):  # 1024 x 1024 asked of a 512 x 512 budget
+        pipeline.check(photo, ToonifyOptions(size=1024))
+    with pytest.raises(OutputTooLarge):
+        pipeline.prepare(photo, ToonifyOptions(size=1024))
+    big = jpeg_bytes(astronaut.resize((1024, 1024)))
+    pipeline.check(big, ToonifyOptions(paste_back=True))  # scaled down to fit, not refused
 
 
 def test_a_pasted_answer_takes_the_photos_pixels_once(detectors, astronaut):

@@ -48,6 +48,7 @@ from ..errors import (
     outcome,
 )
 from ..levels import Ladder, Level
+from ..schema import ToonifyOptions
 from ..settings import Settings
 from .context import CLIENT, DEADLINE, LEVEL, request_level
 from .fairness import FairSlots, client_address, parse_networks
@@ -99,6 +100,7 @@ class Gateway:
         ladder: Callable[[], Ladder] | None = None,
         upload_paths: tuple[str, ...] = ("/toonify",),
         job_input: Callable[[], type] | None = None,
+        job_check: Callable[[bytes, ToonifyOptions], Awaitable[None]] | None = None,
     ) -> None:
         """``ladder`` makes the degrade ladder when the app starts in its worker (it reads the
         generator's signature); without it the instance refuses past ``max_in_flight``."""
@@ -131,11 +133,12 @@ class Gateway:
         self.meter = BillingMeter(self.profile, settings.billed_vcpu, settings.billed_memory_gib)
         self.recent_cost = RollingCost(settings.cost_window_s)
         self._clock: asyncio.Task | None = None
-        # Jobs (job_desk.py), where the typed API's input model is given to check submissions.
+        # Jobs (job_desk.py), where the typed API's input model is given to check submissions'
+        # forms and options, and ``job_check`` their photos.
         self.job_desk = None
         if job_input is not None:
             folder = Path(settings.queue_dir or Path(tempfile.gettempdir()) / "toonify-queue")
-            self.job_desk = JobDesk(self, folder, job_input)
+            self.job_desk = JobDesk(self, folder, job_input, job_check)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

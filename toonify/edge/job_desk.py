@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +33,7 @@ from ..errors import (
     error_response,
 )
 from ..levels import Level
-from ..schema import JobStatus
+from ..schema import JobStatus, ToonifyOptions
 from .context import CLIENT, DEADLINE, LEVEL
 from .fairness import FairSlots
 from .forms import PhotoForm, RawPhoto, photos_in_memory
@@ -71,11 +72,18 @@ class Entry(Protocol):
 
 
 class JobDesk:
-    def __init__(self, gateway: Entry, folder: Path, input_spec) -> None:
+    def __init__(
+        self,
+        gateway: Entry,
+        folder: Path,
+        input_spec: Callable[[], type],
+        check_photo: Callable[[bytes, ToonifyOptions], Awaitable[None]] | None = None,
+    ) -> None:
         self.gateway = gateway
         self.settings = gateway.settings
         self.folder = folder
         self.input_spec = input_spec  # the typed API's input model, to check a submission
+        self.check_photo = check_photo  # and its photo's header (by the preprocessing worker)
         self.store: JobStore | None = None
         self.wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
@@ -148,9 +156,14 @@ class JobDesk:
         # Checked now as /toonify checks it: a job that would be refused is refused at once.
         parser = PhotoForm() if content_type.startswith(b"multipart/") else RawPhoto()
         with photos_in_memory():
-            await parser.parse_request(
+            parsed = await parser.parse_request(
                 Request(parse_scope, replay(body, receive)), self.input_spec()
             )
+            if self.check_photo is not None:
+                options = ToonifyOptions(
+                    **{name: getattr(parsed, name) for name in ToonifyOptions.model_fields}
+                )
+                await self.check_photo(parsed.image.read_bytes(), options)
         if self.store is None:
             raise Overloaded("The job queue is starting; retry in a few seconds.")
         job = await self.store.submit(

@@ -54,6 +54,12 @@ def complete(spec: dict, image_path: str = "/toonify", json_path: str = "/toonif
         paths[path] = item
         if path in (image_path, json_path):
             form = item["post"]
+            # A form field is JSON when it parses (BentoML's client sends '512', '"png"', and
+            # 'null' for an option left at its default of none): say that null is taken.
+            schema = form["requestBody"]["content"]["multipart/form-data"]["schema"]
+            for field in schema["properties"].values():
+                if "default" in field and field["default"] is None:
+                    field["nullable"] = True
             form["requestBody"]["description"] = (
                 f"The photo as the multipart file field `image`, options as form fields. The raw "
                 f"body form is `POST {path}/raw`."

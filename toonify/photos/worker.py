@@ -56,6 +56,15 @@ class PhotoWork:
         width, height = decoded_size(data, self.decode_settings(options, level))
         return 4 * width * height * (2 if options.paste_back else 1)
 
+    def check(self, data: bytes, options: ToonifyOptions) -> None:
+        """What ``prepare`` would refuse before it finds a face, from the header alone: not an
+        image, a format not decoded, too many pixels, an answer over the output budget (for one
+        face: how many there are is known only once they are found)."""
+        settings = self.settings
+        full = DecodeSettings(settings.max_bytes, settings.max_pixels, FULL_RESOLUTION)
+        size = decoded_size(data, full)  # a rotation changes neither the pixels nor the long side
+        answer_size(options, 1, size, settings.crop_size, settings.max_output_pixels)
+
     def prepare(self, data: bytes, options: ToonifyOptions, level: Level = Level.full) -> PhotoJob:
         settings = self.settings
         at_level = level_settings(settings, level)
