@@ -149,13 +149,15 @@ def test_the_store_is_bounded_expires_results_and_keeps_no_photo_once_done(make_
     async def scenario():
         store = make_store(max_jobs=2, max_bytes=10_000)
         marker = b"PHOTO-MARKER-" * 10
-        first = await store.submit(upload(marker))
+        hook = "https://93.184.216.34/hook-marker"
+        first = await store.submit(Upload("/toonify/raw", b"size=256", b"image/jpeg", marker, hook))
         second = await store.submit(upload(b"x"))
         with pytest.raises(QueueFull):
             await store.submit(upload(b"y"))  # past max_jobs
         assert await store.position(second) == 1 and (await store.depth())[0] == 2
         claim = await store.claim()
-        assert claim.job.id == first.id and claim.upload == upload(marker)
+        assert claim.job.id == first.id and claim.upload.webhook == hook
+        assert claim.upload == Upload("/toonify/raw", b"size=256", b"image/jpeg", marker, hook)
         assert (await store.get(first.id)).status == "running"
         assert await store.position(await store.get(second.id)) == 0
         answer = Answer(200, [(b"x-a", b"1")], b"ANSWER-MARKER" * 10)
@@ -163,7 +165,8 @@ def test_the_store_is_bounded_expires_results_and_keeps_no_photo_once_done(make_
         done = await store.get(first.id)
         assert done.status == "done" and done.level == "full" and done.error is None
         assert await store.answer(first.id) == answer
-        assert marker not in everything_stored(store, tmp_path)  # the photo went with the job
+        kept = everything_stored(store, tmp_path)  # the photo and the webhook went with the job
+        assert marker not in kept and b"hook-marker" not in kept
         # Past the TTL the answer is gone and the id says so.
         claim = await store.claim()
         assert await store.finish(claim, answer, "full", ttl_s=0)

@@ -70,6 +70,9 @@ jobs = Counter(
     "deleted, or run again after its claim lapsed).",
     ["outcome"],
 )
+webhooks = Counter(
+    "toonify_webhooks", "Webhooks by outcome: delivered, or given up after retries.", ["outcome"]
+)
 queue_depth = Gauge(
     "toonify_queue_depth", "Jobs waiting in the queue.", multiprocess_mode="livemax"
 )
@@ -115,6 +118,8 @@ for level in Level:
     answered_images.labels(level)
 for outcome in ("submitted", "done", "failed", "discarded"):
     jobs.labels(outcome)
+for outcome in ("delivered", "given_up"):
+    webhooks.labels(outcome)
 
 
 def observe_photo(timings: dict[str, float], faces_answered: int) -> None:

@@ -73,6 +73,12 @@ class Settings(BaseModel):
     queue_dir: str = ""
     queue_url: str = ""
     queue_visibility_timeout_s: float = 30.0
+    # Webhooks when a job ends (toonify/edge/webhooks.py): the Standard Webhooks secret
+    # (whsec_..., none: no webhooks), whether private addresses may receive them, and a CA file
+    # for receivers with certificates from an internal CA.
+    webhook_secret: str = ""
+    webhook_allow_private: bool = False
+    webhook_ca_file: str = ""
     queue_max_jobs: int = 10_000
     queue_max_bytes: int = 2 * 2**30
     result_ttl_s: float = 3600.0

@@ -39,6 +39,7 @@ from .fairness import FairSlots
 from .forms import PhotoForm, RawPhoto, photos_in_memory
 from .jobs import Answer, Claim, JobStore, Upload, eta_s, is_job_id, open_store
 from .uploads import check_query, replay, to_its_parser
+from .webhooks import WebhookSender, split_webhook
 
 logger = logging.getLogger("toonify.jobs")
 QUEUE_CLIENT = "queue"  # what running jobs count against in the fairness tables
@@ -84,6 +85,7 @@ class JobDesk:
         self.folder = folder
         self.input_spec = input_spec  # the typed API's input model, to check a submission
         self.check_photo = check_photo  # and its photo's header (by the preprocessing worker)
+        self.webhooks = WebhookSender(self.settings)
         self.store: JobStore | None = None
         self.wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
@@ -113,6 +115,7 @@ class JobDesk:
     async def stop(self) -> None:
         if self._loop is not None:
             self._loop.cancel()
+        await self.webhooks.close()
         if self.store is not None:
             await self.store.close()
 
@@ -147,6 +150,10 @@ class JobDesk:
     async def _submit(self, scope, receive, send) -> None:
         gateway = self.gateway
         check_query(scope.get("query_string", b""), self.settings)
+        webhook, query = split_webhook(scope.get("query_string", b""))
+        if webhook is not None:  # given, even empty: checked
+            await self.webhooks.check(webhook)
+        scope = {**scope, "query_string": query}  # what /toonify takes
         body = await gateway.read_upload(
             scope, receive, gateway.client_of(scope), self.receiving, self.receiving_bound
         )
@@ -166,9 +173,7 @@ class JobDesk:
                 await self.check_photo(parsed.image.read_bytes(), options)
         if self.store is None:
             raise Overloaded("The job queue is starting; retry in a few seconds.")
-        job = await self.store.submit(
-            Upload(api_path, scope.get("query_string", b""), content_type, body)
-        )
+        job = await self.store.submit(Upload(api_path, query, content_type, body, webhook or ""))
         metrics.jobs.labels("submitted").inc()
         self.wake.set()
         status = await self._status(job)
@@ -250,9 +255,19 @@ class JobDesk:
             kept = False
         if kept:
             metrics.jobs.labels("done" if answer.status < 400 else "failed").inc()
+            if upload.webhook:
+                await self._tell(upload.webhook, job.id)
         else:  # deleted while it ran, or taken again after the claim lapsed: one answer only
             metrics.jobs.labels("discarded").inc()
         self.wake.set()
+
+    async def _tell(self, url: str, job_id: str) -> None:
+        try:
+            ended = await self.store.get(job_id)
+            if ended is not None:
+                self.webhooks.send_later(url, job_id, await self._status(ended))
+        except Exception as exc:  # the store went away just now: the result is there to poll
+            logger.warning("job %s: no webhook: %r", job_id, exc)
 
     async def _renew(self, claim: Claim) -> None:
         """The claim kept while the job runs, so only a stopped instance's jobs run again."""

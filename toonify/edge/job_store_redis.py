@@ -66,7 +66,7 @@ if count >= tonumber(ARGV[6]) or bytes + string.len(ARGV[5]) > tonumber(ARGV[7])
   return 0
 end
 redis.call('HSET', KEYS[4], 'status', 'queued', 'submitted', ARGV[1], 'path', ARGV[2],
-           'query', ARGV[3], 'content_type', ARGV[4], 'photo', ARGV[5])
+           'query', ARGV[3], 'content_type', ARGV[4], 'photo', ARGV[5], 'webhook', ARGV[9])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[8])
 redis.call('INCRBY', KEYS[3], string.len(ARGV[5]))
 return 1
@@ -82,7 +82,7 @@ while true do
     redis.call('ZADD', KEYS[2], ARGV[2], id)
     redis.call('HSET', key, 'status', 'running', 'started', ARGV[1], 'claim', ARGV[3])
     return {id, unpack(redis.call('HMGET', key, 'submitted', 'path', 'query', 'content_type',
-                                  'photo'))}
+                                  'photo', 'webhook'))}
   end
 end
 """
@@ -112,7 +112,7 @@ FINISH = """
 if redis.call('HGET', KEYS[3], 'claim') ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DECRBY', KEYS[2], redis.call('HSTRLEN', KEYS[3], 'photo'))
-redis.call('HDEL', KEYS[3], 'photo', 'query', 'claim')
+redis.call('HDEL', KEYS[3], 'photo', 'query', 'claim', 'webhook')
 redis.call('HSET', KEYS[3], 'status', ARGV[5], 'finished', ARGV[3], 'expires', ARGV[4],
            'level', ARGV[6], 'error', ARGV[7])
 redis.call('HSET', KEYS[4], 'status', ARGV[8], 'headers', ARGV[9], 'body', ARGV[10])
@@ -182,6 +182,7 @@ class RedisJobStore:
                 self.max_jobs,
                 self.max_bytes,
                 job_id,
+                upload.webhook,
             ],
         )
         if not taken:
@@ -233,10 +234,12 @@ class RedisJobStore:
         )
         if not taken:
             return None
-        job_id, submitted, path, query, content_type, photo = taken
+        job_id, submitted, path, query, content_type, photo, webhook = taken
         job_id = job_id.decode()
         job = Job(job_id, "running", float(submitted), now, None, None, None, None)
-        upload = Upload(path.decode(), query or b"", content_type or b"", photo or b"")
+        upload = Upload(
+            path.decode(), query or b"", content_type or b"", photo or b"", _text(webhook) or ""
+        )
         return Claim(job, upload, token)
 
     @_reached

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     answer_headers TEXT,
     answer BLOB,
     level TEXT,
-    error TEXT
+    error TEXT,
+    webhook TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, submitted);
 """
@@ -59,6 +60,7 @@ class Upload:
     query: bytes
     content_type: bytes
     body: bytes
+    webhook: str = ""  # told when the job ends (webhooks.py)
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,9 @@ class SQLiteJobStore:
         self.db.execute("PRAGMA secure_delete = ON")
         self.db.execute("PRAGMA journal_mode = DELETE")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
+        if "webhook" not in columns:  # a store made before webhooks
+            self.db.execute("ALTER TABLE jobs ADD COLUMN webhook TEXT")
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
         # A job running when the server stopped runs again (at least once, never lost).
@@ -186,9 +191,17 @@ class SQLiteJobStore:
             raise QueueFull()  # past TOONIFY_QUEUE_MAX_JOBS or TOONIFY_QUEUE_MAX_BYTES
         job_id = new_job_id()
         self.db.execute(
-            "INSERT INTO jobs (id, status, submitted, path, query, content_type, photo) "
-            "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
-            (job_id, time.time(), upload.path, upload.query, upload.content_type, upload.body),
+            "INSERT INTO jobs (id, status, submitted, path, query, content_type, photo, webhook) "
+            "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+            (
+                job_id,
+                time.time(),
+                upload.path,
+                upload.query,
+                upload.content_type,
+                upload.body,
+                upload.webhook,
+            ),
         )
         return self._get(job_id)
 
@@ -218,18 +231,19 @@ class SQLiteJobStore:
 
     async def claim(self) -> Claim | None:
         row = self.db.execute(
-            "SELECT id, path, query, content_type, photo FROM jobs WHERE status = 'queued' "
-            "ORDER BY submitted LIMIT 1"
+            "SELECT id, path, query, content_type, photo, webhook FROM jobs "
+            "WHERE status = 'queued' ORDER BY submitted LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        job_id, path, query, content_type, photo = row
+        job_id, path, query, content_type, photo, webhook = row
         self.db.execute(
             "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (time.time(), job_id)
         )
         # One process runs this store's jobs: a claim lapses only with the process, and a
         # restart queues its running jobs again (__init__).
-        return Claim(self._get(job_id), Upload(path, query, content_type, photo), "")
+        upload = Upload(path, query, content_type, photo, webhook or "")
+        return Claim(self._get(job_id), upload, "")
 
     async def renew(self, claim: Claim) -> bool:
         return self._get(claim.job.id) is not None
@@ -239,8 +253,8 @@ class SQLiteJobStore:
         return (
             self.db.execute(
                 "UPDATE jobs SET status = ?, finished = ?, expires = ?, photo = NULL, "
-                "answer_status = ?, answer_headers = ?, answer = ?, level = ?, error = ? "
-                "WHERE id = ? AND status = 'running'",
+                "webhook = NULL, answer_status = ?, answer_headers = ?, answer = ?, level = ?, "
+                "error = ? WHERE id = ? AND status = 'running'",
                 (
                     "done" if answer.status < 400 else "failed",
                     now,

@@ -82,9 +82,19 @@ def job_paths(form: dict, raw: dict) -> dict:
     }
     job_id = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
+    webhook = {
+        "name": "webhook",
+        "in": "query",
+        "required": False,
+        "description": "an https:// URL told when the job ends (a public address; signed per "
+        "Standard Webhooks: docs/jobs.md)",
+        "schema": {"type": "string", "format": "uri", "maxLength": 1024},
+    }
+
     def submit(operation: dict, name: str) -> dict:
         submitted = copy.deepcopy(operation)
         submitted["operationId"] = name
+        submitted["parameters"] = [*submitted.get("parameters", []), webhook]
         submitted["summary"] = "Queue a toonification; the answer waits at its result URL"
         submitted["responses"] = {**accepted, **with_errors({"200": {}})}
         del submitted["responses"]["200"]
