@@ -80,58 +80,98 @@ def test_page_shows_what_to_do_when_the_upload_is_not_a_photo(browser, page_url,
     assert not page.is_visible("#result")
 
 
-def upload_through(browser, url, route, tmp_path, astronaut):
-    """Upload the astronaut with the page's calls to /toonify going through ``route``, and wait
-    until the page says the service is busy."""
+def upload_through(browser, url, routes: dict, tmp_path, astronaut):
+    """Upload the astronaut with the page's calls going through ``routes`` (a URL pattern to a
+    handler), and wait until the page says the service is busy."""
     photo = tmp_path / "astronaut.png"
     astronaut.save(photo)
     page = browser.new_page()
-    page.route("**/toonify", route)
+    for pattern, route in routes.items():
+        page.route(pattern, route)
     page.goto(url)
     page.set_input_files("#image", str(photo))
     page.wait_for_selector("#status.busy", timeout=30_000)
     return page
 
 
-def test_page_waits_out_a_busy_service_and_tries_again(
+def test_page_joins_the_line_when_the_service_is_busy_and_waits_out_a_full_queue(
     browser, page_url, serve, tmp_path, astronaut
 ):
-    """The first upload reaches an instance with every slot taken (its real 503 + Retry-After);
-    the page says it is busy, waits as told and its retry, to the normal instance, succeeds."""
-    full = serve(max_in_flight=0, retry_after_s=2)  # started and ready
+    """/toonify is busy (a real 503 from an instance with every slot taken), and so is the queue
+    the first time (503 queue_full, Retry-After 2): the page says so, waits as told, joins the
+    line at the second try, and shows the toon when its job is done."""
+    full = serve(max_in_flight=0, degrade="off", retry_after_s=2)
     arrivals: list[tuple[float, str]] = []
 
-    def route(request_route):
-        target = full.url if not arrivals else page_url
-        arrivals.append((time.monotonic(), target))
-        if target == full.url:  # refused before its body is read
-            request_route.fulfill(response=request_route.fetch(url=full.url + "/toonify"))
-        else:  # the page's own request, untouched, to its own server
+    def busy(request_route):  # /toonify: always the full instance
+        arrivals.append((time.monotonic(), "toonify"))
+        request_route.fulfill(response=request_route.fetch(url=full.url + "/toonify"))
+
+    def queue(request_route):  # /jobs: full once, then the page's own server
+        arrivals.append((time.monotonic(), "jobs"))
+        if sum(1 for _, path in arrivals if path == "jobs") == 1:
+            request_route.fulfill(
+                status=503,
+                headers={"Retry-After": "2", "Content-Type": "application/json"},
+                body='{"error": "queue_full", "detail": "The queue of jobs is full."}',
+            )
+        else:
             request_route.continue_()
 
-    page = upload_through(browser, page_url, route, tmp_path, astronaut)
-    assert "Trying again in 2 s" in page.inner_text("#status")
+    routes = {"**/toonify": busy, "**/jobs": queue}
+    page = upload_through(browser, page_url, routes, tmp_path, astronaut)
     page.wait_for_selector("#after", state="visible", timeout=60_000)
     assert "1 face(s) found" in page.inner_text("#status")
-    assert [target for _, target in arrivals] == [full.url, page_url]
-    assert arrivals[1][0] - arrivals[0][0] >= 2.0  # it waited as long as Retry-After said
+    assert [path for _, path in arrivals] == ["toonify", "jobs", "jobs"]
+    assert arrivals[2][0] - arrivals[1][0] >= 2.0  # it waited as long as Retry-After said
+    assert page.evaluate("location.hash").startswith("#job=")
 
 
-def test_page_also_waits_out_a_platform_429(browser, page_url, tmp_path, astronaut):
+def test_page_also_joins_the_line_after_a_platform_429(browser, page_url, tmp_path, astronaut):
     """Cloud Run at maxScale, every instance full, answers 429 itself (its front end, not this
-    service): the page treats it as busy too."""
+    service): the page treats it as busy too and submits a job."""
     arrivals: list[float] = []
 
     def route(request_route):
         arrivals.append(time.monotonic())
-        if len(arrivals) == 1:  # what the platform's front end sends
-            request_route.fulfill(status=429, headers={"Retry-After": "1"}, body="Rate exceeded.")
-        else:
-            request_route.continue_()
+        request_route.fulfill(status=429, headers={"Retry-After": "1"}, body="Rate exceeded.")
 
-    page = upload_through(browser, page_url, route, tmp_path, astronaut)
+    page = upload_through(browser, page_url, {"**/toonify": route}, tmp_path, astronaut)
     page.wait_for_selector("#after", state="visible", timeout=60_000)
-    assert len(arrivals) == 2 and arrivals[1] - arrivals[0] >= 1.0
+    assert len(arrivals) == 1 and page.evaluate("location.hash").startswith("#job=")
+
+
+def test_in_line_the_page_says_your_number_and_the_job_survives_closing_the_tab(
+    browser, serve, default_models, tmp_path, astronaut
+):
+    """Behind four 12 MP paste_backs on one slot, the page's photo is a job: it says the visitor's
+    number in line; the tab is closed and the address opened again, and the toon appears."""
+    from loadtest.photos import phone_jpeg
+
+    queued = serve(max_in_flight=1, degrade="off", queue_dir=str(tmp_path / "queue"))
+    heavy = phone_jpeg(astronaut)
+    for _ in range(4):
+        job = httpx.post(f"{queued.url}/jobs/raw?paste_back=true&format=png", content=heavy)
+        assert job.status_code == 202
+    photo = tmp_path / "astronaut.png"
+    astronaut.save(photo)
+    page = browser.new_page()
+    page.route("**/toonify", lambda r: r.fulfill(status=503, headers={"Retry-After": "1"}))
+    page.goto(queued.url)
+    page.set_input_files("#image", str(photo))
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes('you are number')",
+        timeout=30_000,
+    )
+    assert page.evaluate("location.hash").startswith("#job=")
+    address = page.url
+    page.close()  # gone while in line
+    back = browser.new_page()
+    back.goto(address)
+    back.wait_for_selector("#after", state="visible", timeout=120_000)
+    size = back.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
+    assert size == [512, 512] and "1 face(s) found" in back.inner_text("#status")
+    assert not back.is_visible("#before")  # the photo itself stayed with the closed tab
 
 
 def test_page_says_when_a_busy_service_drew_the_cartoon_in_less_detail(
