@@ -11,6 +11,9 @@
     python -m loadtest smoke    (a 30 s day at a low rate, for the test suite)
     python -m loadtest MODE --fleet 2 [--cpus 1]   (any mode against containers behind HAProxy,
                                 scraped by Prometheus: `make container` first; loadtest/fleet.py)
+    python -m loadtest day --fleet 2 --cpus 1 --jobs --rate-scale 3 [--kill-instance-at 200]
+                                (every visitor submits a job and waits for its result, on a
+                                shared Redis; one instance killed mid-run; docs/jobs.md)
     python -m loadtest report --out DIR   (rebuild the report from requests.*.jsonl gathered
                                            from distributed Locust workers)
 
@@ -75,6 +78,8 @@ class MetricsSampler(threading.Thread):
                 values["ok"] += float(line.rsplit(" ", 1)[1])
             elif line.startswith("toonify_cost_per_1000_images_usd"):
                 values["gauge"] = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("toonify_queue_depth "):
+                values["queue"] = float(line.rsplit(" ", 1)[1])
         values["rss_mb"], values["cpu_s"] = self.server_usage()
         self.samples.append(values)
 
@@ -128,6 +133,8 @@ def locust_command(args, url: str, out: Path) -> list[str]:
         "--user-rate",
         str(args.user_rate),
     ]
+    if args.jobs:
+        command += ["--jobs", "--drain-minutes", str(args.drain_minutes)]
     if args.mode in ("day", "smoke"):
         command += ["--rate-scale", str(args.rate_scale), "--day-minutes", str(args.day_minutes)]
     elif args.mode == "capacity":
@@ -153,8 +160,12 @@ def run(args) -> dict:
     if args.fleet:
         from loadtest.fleet import Fleet
 
-        fleet = Fleet(args.fleet, args.cpus)
+        # With jobs, thousands of waiting visitors poll from this one address: the balancer's
+        # per-source connection limit (64, for real clients) would refuse the load generator.
+        fleet = Fleet(args.fleet, args.cpus, queue=args.jobs, per_source=4096 if args.jobs else 64)
         fleet.start()
+        if args.kill_instance_at:  # one instance dies mid-run, as a machine does
+            threading.Timer(args.kill_instance_at, fleet.kill, ["instance-0"]).start()
     elif args.start:
         env = {"TOONIFY_GENERATOR_MODEL": args.model} if args.model else {}
         env |= dict(setting.split("=", 1) for setting in args.env)
@@ -255,6 +266,15 @@ def main(argv: list[str] | None = None) -> None:
         help="with --start: run with TOONIFY_DEGRADE=off and on, compare",
     )
     parser.add_argument("--rounds", type=int, default=1, help="--compare-degrade: rounds each")
+    parser.add_argument(
+        "--jobs",
+        action="store_true",
+        help="every visitor submits a job and waits for it (with --fleet: on a shared Redis)",
+    )
+    parser.add_argument("--drain-minutes", type=float, default=15.0, help="--jobs: after the day")
+    parser.add_argument(
+        "--kill-instance-at", type=float, help="--fleet: kill one instance this many s in"
+    )
     args = parser.parse_args(argv)
     if args.mode == "report":
         if not args.out:

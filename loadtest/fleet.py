@@ -90,10 +90,22 @@ def prometheus_config(instances: dict[str, int]) -> dict:
 
 
 class Fleet:
-    def __init__(self, instances: int, cpus: float | None = None, image: str = IMAGE) -> None:
+    def __init__(
+        self,
+        instances: int,
+        cpus: float | None = None,
+        image: str = IMAGE,
+        queue: bool = False,
+        per_source: int = 64,
+    ) -> None:
         if not image_exists(image):
             raise SystemExit(f"no image {image}: run `make container` first")
-        self.image, self.cpus = image, cpus
+        self.image, self.cpus, self.per_source = image, cpus, per_source
+        self.redis = None
+        if queue:  # one Redis the instances share for jobs (tools/redis_server.py's settings)
+            from tools.redis_server import RedisServer
+
+            self.redis = RedisServer()
         self.instances = {f"instance-{i}": free_port() for i in range(instances)}
         self.port, self.prometheus_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -103,6 +115,8 @@ class Fleet:
 
     def start(self) -> str:
         limit = ["--cpus", str(self.cpus)] if self.cpus else []
+        if self.redis is not None:
+            limit += ["-e", f"TOONIFY_QUEUE_URL={self.redis.url}"]
         for name, port in self.instances.items():
             container = f"toonify-{name}-{self.port}"
             podman(
@@ -122,7 +136,7 @@ class Fleet:
         for port in self.instances.values():
             wait_for(f"http://127.0.0.1:{port}/readyz")
         haproxy = self.folder / "haproxy.cfg"
-        haproxy.write_text(haproxy_config(self.port, self.instances))
+        haproxy.write_text(haproxy_config(self.port, self.instances, self.per_source))
         self._spawn(["haproxy", "-f", str(haproxy), "-db"], "haproxy.log")
         config = self.folder / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(self.instances)))
@@ -145,6 +159,53 @@ class Fleet:
             self.processes.append(
                 subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
             )
+
+    def kill(self, name: str) -> None:
+        """The instance dies at once (SIGKILL), as a machine does; the balancer's health check
+        takes it out."""
+        podman("kill", f"toonify-{name}-{self.port}", check=False, capture=True)
+        self.killed = (name, time.time())
+
+    def queue_report(self, ended: float) -> dict:
+        """The line over the run (Prometheus, every 5 s): its peak, when it emptied, and the
+        answers the instances stored against those the visitors got (answered twice: > 0)."""
+        answer = httpx.get(
+            f"http://127.0.0.1:{self.prometheus_port}/api/v1/query_range",
+            params={
+                "query": "max(toonify_queue_depth)",
+                "start": self.started,
+                "end": ended,
+                "step": 5,
+            },
+            timeout=30,
+        ).json()["data"]["result"]
+        depth = (
+            [(float(t) - self.started, float(v)) for t, v in answer[0]["values"]] if answer else []
+        )
+        report: dict = {}
+        if depth and max(v for _, v in depth) > 0:
+            peak_at, peak = max(depth, key=lambda sample: sample[1])
+            after = [t for t, v in depth if t > peak_at and v == 0]
+            report |= {
+                "queue_peak": int(peak),
+                "queue_peak_at_s": round(peak_at, 1),
+                "queue_drained_at_s": round(after[0], 1) if after else None,
+            }
+        window = f"{round(ended - self.started)}s"
+        stored = self.query(
+            f'sum(max_over_time(toonify_jobs_total{{outcome=~"done|failed"}}[{window}]))', ended
+        )
+        discarded = self.query(
+            f'sum(max_over_time(toonify_jobs_total{{outcome="discarded"}}[{window}]))', ended
+        )
+        report["job_answers_stored"] = int(stored or 0)
+        report["job_answers_discarded"] = int(discarded or 0)
+        if getattr(self, "killed", None):
+            report["killed"] = {
+                "instance": self.killed[0],
+                "at_s": round(self.killed[1] - self.started, 1),
+            }
+        return report
 
     def query(self, expression: str, at: float) -> float | None:
         answer = httpx.get(
@@ -178,7 +239,12 @@ class Fleet:
             }
         ok = sum(1 for r in records if r["status"] == 200)
         own = cost_per_1000_images(sum(i["usd"] for i in per_instance.values()), ok)
-        return {
+        queue = self.queue_report(ended) if self.redis is not None else {}
+        if queue:
+            answered = sum(1 for r in records if r["status"] in (200, 422))
+            queue["jobs_answered_twice"] = queue["job_answers_stored"] - answered
+            own = 0.0  # a visitor's record spans its wait, not an instance's work: Prometheus'
+        return queue | {
             "instances": len(self.instances),
             "cpus_per_instance": self.cpus,
             "per_instance": per_instance,
@@ -187,7 +253,7 @@ class Fleet:
             "fleet_cost_per_1000_images_recording_rule_last_5m_usd": self.query(
                 "toonify:cost_per_1000_images_usd:5m", ended
             ),
-            "fleet_cost_per_1000_images_load_test_usd": round(own, 6),
+            "fleet_cost_per_1000_images_load_test_usd": round(own, 6) if own else None,
             "prometheus_over_load_test": round(prometheus / own, 3) if prometheus and own else None,
         }
 
@@ -197,6 +263,8 @@ class Fleet:
             process.wait(timeout=30)
         for name in self.names:
             podman("rm", "--force", name, check=False, capture=True)
+        if self.redis is not None:
+            self.redis.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -7,6 +7,12 @@ Each simulated user sends an upload every 1/--user-rate seconds on average (Pois
 greenlet of its own, without waiting for earlier answers: the shape sets the user count, so the
 offered rate follows the shape whatever the service does. LOADTEST_SHAPE picks the shape
 (day, step, constant).
+
+With --jobs every visitor submits a job (POST /jobs/raw) instead, waits out a full queue as its
+Retry-After says, and asks for the result as the 202's Retry-After says until it is there; the
+request log gets one record per visitor (name "job": from submission to result). After the shape
+ends the run goes on, with no new visitors, until every job is answered (at most
+--drain-minutes).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 
 import gevent
 from locust import HttpUser, events, task
@@ -24,10 +31,30 @@ from loadtest.report import server_timing
 
 # Locust uses the one LoadTestShape subclass it finds in this module's names: bind only that one.
 SHAPES = {"day": "DayShape", "step": "StepShape", "constant": "ConstantShape"}
-Shape = getattr(shapes, SHAPES[os.environ.get("LOADTEST_SHAPE", "day")])
+
+
+def drained(base: type) -> type:
+    class Shape(base):
+        """The shape; with --jobs, then no new visitors until every job is answered."""
+
+        def tick(self):
+            ticked = super().tick()
+            if ticked is not None:
+                return ticked
+            options = self.runner.environment.parsed_options
+            drain_s = options.drain_minutes * 60
+            if options.jobs and OUTSTANDING and self.get_run_time() < self.duration + drain_s:
+                return 0, shapes.SPAWN_RATE
+            return None
+
+    return Shape
+
+
+Shape = drained(getattr(shapes, SHAPES[os.environ.get("LOADTEST_SHAPE", "day")]))
 
 POOL = build_pool()
 REJECTED = (429, 503)
+OUTSTANDING = 0  # --jobs: visitors whose job is not answered yet
 _log = None
 
 
@@ -45,6 +72,10 @@ def add_options(parser) -> None:
     group.add_argument("--step-seconds", type=float, default=30.0, help="step shape")
     group.add_argument("--max-rate", type=float, default=12.0, help="step shape: last step")
     group.add_argument("--requests-log", default="", help="write one JSON line per request here")
+    group.add_argument("--jobs", action="store_true", help="every visitor submits a job and waits")
+    group.add_argument(
+        "--drain-minutes", type=float, default=15.0, help="--jobs: wait for the rest"
+    )
 
 
 @events.test_start.add_listener
@@ -57,9 +88,9 @@ def open_log(environment, **_) -> None:
 
 @events.request.add_listener
 def log_request(name, response_time, response, start_time, context, exception, **_) -> None:
-    if _log is None:
+    if _log is None or name.startswith("/jobs"):  # a job is logged once, as "job", when it ends
         return
-    status = getattr(response, "status_code", 0) or 0
+    status = getattr(response, "status_code", 0) or context.pop("status", 0)
     record = {"t": start_time, "latency": response_time / 1000.0, "status": status, **context}
     headers = getattr(response, "headers", None) or {}
     # The server's own times: stages of an answer, or the gateway's time for a refusal.
@@ -83,7 +114,8 @@ class PhotoUploader(HttpUser):
 
     @task
     def upload(self) -> None:
-        gevent.spawn(self._send, *choose(POOL, random))
+        jobs = self.environment.parsed_options.jobs
+        gevent.spawn(self._wait_in_line if jobs else self._send, *choose(POOL, random))
 
     def _send(self, upload, options: dict[str, str]) -> None:
         context = {"photo": upload.name, "mode": "+".join(options) or "default"}
@@ -104,6 +136,49 @@ class PhotoUploader(HttpUser):
                 response.failure("rejected: overloaded")
             else:
                 response.failure(f"{response.status_code}: {response.text[:120]}")
+
+    def _wait_in_line(self, upload, options: dict[str, str]) -> None:
+        """One visitor's job: submitted (a full queue waited out, five times at most), then its
+        result asked for as the service says, until it is there."""
+        global OUTSTANDING
+        OUTSTANDING += 1
+        started, clock = time.time(), time.perf_counter()
+        context = {"photo": upload.name, "mode": "+".join(options) or "default", "job": True}
+        status, headers = 0, {}
+        try:
+            for _ in range(6):
+                submitted = self.client.post(
+                    "/jobs/raw", params=options, data=upload.data, name="/jobs", timeout=120
+                )
+                if submitted.status_code not in REJECTED:
+                    break
+                gevent.sleep(int(submitted.headers.get("Retry-After", "5")))
+            status, headers = submitted.status_code, submitted.headers
+            if status == 202:
+                result_url = submitted.json()["result_url"]
+                while True:
+                    gevent.sleep(int(headers.get("Retry-After", "2")))
+                    result = self.client.get(result_url, name="/jobs/{id}/result", timeout=60)
+                    status, headers = result.status_code, result.headers
+                    if status not in (202, *REJECTED):  # busy: ask again as it says
+                        break
+        except Exception as exc:  # the service went away under this visitor
+            context["error"] = repr(exc)
+        finally:
+            OUTSTANDING -= 1
+            context["status"] = status
+            if "X-Service-Level" in headers:
+                context["level"] = headers["X-Service-Level"]
+            events.request.fire(
+                request_type="JOB",
+                name="job",
+                response_time=(time.perf_counter() - clock) * 1000,
+                response_length=0,
+                response=None,
+                context=context,
+                exception=None if status in (200, 422) else RuntimeError(f"job ended {status}"),
+                start_time=started,
+            )
 
 
 @events.quitting.add_listener

@@ -153,6 +153,8 @@ def summarise(mode: str, records: list[dict], samples: list[dict], options: dict
             third = len(rss) // 3
             summary["server_rss_first_third_mb"] = round(float(np.mean(rss[:third])), 1)
             summary["server_rss_last_third_mb"] = round(float(np.mean(rss[-third:])), 1)
+    if options.get("jobs"):
+        summary |= jobs_summary(records, samples, t0)
     if mode == "capacity":
         capacity, steps = capacity_from_steps(
             records, t0, options["step_seconds"], options["step_rate"], options["p95_bound"]
@@ -166,6 +168,30 @@ def summarise(mode: str, records: list[dict], samples: list[dict], options: dict
         summary["capacity_is_lower_bound"] = not rejected
     summary["capacity_images_per_s"] = round(capacity, 3)
     summary["instances_for_25k_per_hour"] = math.ceil(PEAK_RATE / capacity) if capacity else None
+    return summary
+
+
+def jobs_summary(records: list[dict], samples: list[dict], t0: float) -> dict:
+    """With --jobs each record is a visitor, from submission to result: how many got their
+    cartoon, how long they waited, and (from /metrics samples) the line's peak and when it
+    emptied."""
+    answered = [r for r in records if r["status"] in (200, 422)]
+    summary = {
+        "jobs_submitted": len(records),
+        "jobs_answered": len(answered),
+        "jobs_answered_share": round(len(answered) / len(records), 4),
+        "jobs_refused_at_submission": sum(1 for r in records if r["status"] in REJECTED),
+        "jobs_lost": sum(1 for r in records if r["status"] in (0, 202)),
+        "wait_s": percentiles([r["latency"] for r in answered])
+        | {"max": round(max((r["latency"] for r in answered), default=0.0), 3)},
+    }
+    queue = [(s["t"] - t0, s["queue"]) for s in samples if "queue" in s and s["t"] >= t0]
+    if queue and max(depth for _, depth in queue) > 0:
+        peak_at, peak = max(queue, key=lambda sample: sample[1])
+        summary["queue_peak"] = int(peak)
+        summary["queue_peak_at_s"] = round(peak_at, 1)
+        after = [t for t, depth in queue if t > peak_at and depth == 0]
+        summary["queue_drained_at_s"] = round(after[0], 1) if after else None
     return summary
 
 

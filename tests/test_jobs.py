@@ -215,6 +215,13 @@ def test_the_drain_rate_counts_the_jobs_finished_in_the_window(make_store):
     asyncio.run(scenario())
 
 
+def test_a_pending_result_is_asked_for_again_after_a_third_of_its_eta():
+    from toonify.edge.job_desk import poll_after_s
+
+    assert poll_after_s(None) == 2 and poll_after_s(3.0) == 2
+    assert poll_after_s(45.0) == 15 and poll_after_s(3600.0) == 30
+
+
 def test_a_job_running_when_the_server_stopped_runs_again(tmp_path):
     async def scenario():
         store = SQLiteJobStore(tmp_path, max_jobs=10, max_bytes=10_000)

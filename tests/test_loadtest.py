@@ -173,3 +173,23 @@ def test_smoke_run_against_a_real_service(serve, default_models, tmp_path):
         assert (tmp_path / name).stat().st_size > 1000, name
     report = (tmp_path / "summary.md").read_text()
     assert "| capacity_images_per_s |" in report and "| instances_for_25k_per_hour |" in report
+
+
+def test_smoke_run_with_jobs_every_visitor_gets_a_cartoon(serve, default_models, tmp_path):
+    """--jobs: every visitor submits a job and waits for its result; all of them are answered,
+    with the wait from submission to result, and the jobs are billed and counted as images."""
+    server = serve(max_in_flight=1, degrade="off", queue_dir=str(tmp_path / "queue"))
+    run = subprocess.run(
+        [sys.executable, "-m", "loadtest", "smoke", "--host", server.url, "--jobs"]
+        + ["--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["jobs_submitted"] == summary["requests_sent"] >= 4
+    assert summary["jobs_answered_share"] == 1.0 and summary["jobs_lost"] == 0
+    assert summary["wait_s"]["p50"] <= summary["wait_s"]["max"] < 120
+    assert 0 < summary["cost_per_1000_images_usd"] < 1  # job images counted in /metrics

@@ -31,6 +31,7 @@ from ..errors import (
     NotFound,
     Overloaded,
     error_response,
+    outcome,
 )
 from ..levels import Level
 from ..schema import JobStatus, ToonifyOptions
@@ -43,7 +44,16 @@ from .webhooks import WebhookSender, split_webhook
 
 logger = logging.getLogger("toonify.jobs")
 QUEUE_CLIENT = "queue"  # what running jobs count against in the fairness tables
-PENDING_RETRY_S = 2
+PENDING_RETRY_S = (2, 30)  # when to ask again for a pending result: from 2 s to 30 s
+
+
+def poll_after_s(eta_s: float | None) -> int:
+    """Retry-After for a pending result: a third of the ETA, within PENDING_RETRY_S, so a long
+    line at a viral peak is not polled every 2 s by everyone in it."""
+    shortest, longest = PENDING_RETRY_S
+    return shortest if eta_s is None else int(min(longest, max(shortest, eta_s / 3)))
+
+
 DRAIN_WINDOW_S = 300.0  # position and ETA come from the jobs finished in this window
 
 
@@ -201,10 +211,9 @@ class JobDesk:
             raise Expired()
         answer = await self.store.answer(job.id)
         if answer is None:  # queued or running
+            status = await self._status(job)
             pending = JSONResponse(
-                await self._status(job),
-                status_code=202,
-                headers={"Retry-After": str(PENDING_RETRY_S)},
+                status, status_code=202, headers={"Retry-After": str(poll_after_s(status["eta_s"]))}
             )
             await pending(scope, receive, send)
             return
@@ -327,6 +336,11 @@ class JobDesk:
             error = error_response(Exception())
             return Answer(error.status_code, list(error.raw_headers), bytes(error.body))
         finally:
-            gateway.bill(
-                gateway.meter.finished(), images=1 if started.get("status", 500) < 400 else 0
-            )
+            # Billed and counted as the gateway counts a /toonify answer: the fleet's cost per
+            # 1000 images holds jobs too.
+            status = started.get("status", 500)
+            gateway.bill(gateway.meter.finished(), images=1 if status < 400 else 0)
+            code = dict(started.get("headers", [])).get(b"x-error-code", b"").decode() or None
+            metrics.images.labels(outcome(status, code)).inc()
+            if status < 400:
+                metrics.answered_images.labels(Level.full).inc()
