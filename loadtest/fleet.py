@@ -160,11 +160,16 @@ class Fleet:
                 subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
             )
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, replace_after_s: float = 20.0) -> None:
         """The instance dies at once (SIGKILL), as a machine does; the balancer's health check
-        takes it out."""
-        podman("kill", f"toonify-{name}-{self.port}", check=False, capture=True)
+        takes it out, and, as a platform replaces a lost instance, it starts again after
+        ``replace_after_s`` (its jobs were taken by then by the others, after their claims'
+        visibility timeout)."""
+        container = f"toonify-{name}-{self.port}"
+        podman("kill", container, check=False, capture=True)
         self.killed = (name, time.time())
+        time.sleep(replace_after_s)
+        podman("start", container, check=False, capture=True)
 
     def queue_report(self, ended: float) -> dict:
         """The line over the run (Prometheus, every 5 s): its peak, when it emptied, and the
@@ -191,15 +196,17 @@ class Fleet:
                 "queue_peak_at_s": round(peak_at, 1),
                 "queue_drained_at_s": round(after[0], 1) if after else None,
             }
+        import redis
+
+        # Counted by Redis as each answer is stored, so an instance killed between two scrapes
+        # loses nothing from the count.
+        stored = redis.Redis.from_url(self.redis.url).get("toonify:answers_kept")
+        report["job_answers_stored"] = int(stored or 0)
         window = f"{round(ended - self.started)}s"
-        stored = self.query(
-            f'sum(max_over_time(toonify_jobs_total{{outcome=~"done|failed"}}[{window}]))', ended
-        )
         discarded = self.query(
             f'sum(max_over_time(toonify_jobs_total{{outcome="discarded"}}[{window}]))', ended
         )
-        report["job_answers_stored"] = int(stored or 0)
-        report["job_answers_discarded"] = int(discarded or 0)
+        report["job_answers_discarded_scraped"] = int(discarded or 0)
         if getattr(self, "killed", None):
             report["killed"] = {
                 "instance": self.killed[0],
@@ -229,7 +236,7 @@ class Fleet:
             if r.get("record") == "toonify:cost_per_1000_images_usd:5m"
         )
         prometheus = self.query(expression.replace("[5m]", f"[{window}]"), ended)
-        per_instance = {}
+        per_instance: dict | None = {}
         for name in self.instances:
             mine = [r for r in records if r.get("instance") == name]
             per_instance[name] = {
@@ -243,7 +250,8 @@ class Fleet:
         if queue:
             answered = sum(1 for r in records if r["status"] in (200, 422))
             queue["jobs_answered_twice"] = queue["job_answers_stored"] - answered
-            own = 0.0  # a visitor's record spans its wait, not an instance's work: Prometheus'
+            # A visitor's record spans its wait, not an instance's work: Prometheus' figures.
+            own, per_instance = 0.0, None
         return queue | {
             "instances": len(self.instances),
             "cpus_per_instance": self.cpus,

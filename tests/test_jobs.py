@@ -255,6 +255,7 @@ def test_a_lapsed_claim_goes_back_in_line_and_only_the_new_one_is_answered(redis
         assert not await store.finish(lost, Answer(200, [], b"LATE"), "full", ttl_s=60)
         assert await store.finish(taken, Answer(200, [], b"KEPT"), "full", ttl_s=60)
         assert (await store.answer(first.id)).body == b"KEPT"
+        assert int(await store.redis.get("toonify:answers_kept")) == 1  # the late one: not kept
         await store.close()
 
     asyncio.run(scenario())

@@ -8,6 +8,7 @@ Keys, under ``toonify:``::
     running       sorted set: id by the time its claim lapses
     finished      sorted set: id by finish time, the last hour (the fleet's drain rate)
     queued_bytes  the photos' bytes waiting or running (TOONIFY_QUEUE_MAX_BYTES)
+    answers_kept  answers stored, ever: against the jobs answered, none twice (the load test's)
 
 Every change of state is one Lua script, so it is atomic whatever the number of instances. A
 claim is a random token written into the job; while it runs, the instance renews it; a job whose
@@ -121,6 +122,7 @@ redis.call('PEXPIREAT', KEYS[4], expires_ms)
 redis.call('PEXPIREAT', KEYS[3], expires_ms + tonumber(ARGV[11]) * 1000)
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[12]))
+redis.call('INCR', KEYS[6])
 return 1
 """
 
@@ -152,7 +154,8 @@ class RedisJobStore:
         self.max_bytes = max_bytes
         self.visibility_s = visibility_s
         self.keys = {
-            name: PREFIX + name for name in ("queued", "running", "finished", "queued_bytes")
+            name: PREFIX + name
+            for name in ("queued", "running", "finished", "queued_bytes", "answers_kept")
         }
         self._submit = self.redis.register_script(SUBMIT)
         self._claim = self.redis.register_script(CLAIM)
@@ -260,6 +263,7 @@ class RedisJobStore:
                 self._job_key(job_id),
                 self._answer_key(job_id),
                 self.keys["finished"],
+                self.keys["answers_kept"],
             ],
             args=[
                 job_id,
