@@ -162,7 +162,13 @@ def run(args) -> dict:
 
         # With jobs, thousands of waiting visitors poll from this one address: the balancer's
         # per-source connection limit (64, for real clients) would refuse the load generator.
-        fleet = Fleet(args.fleet, args.cpus, queue=args.jobs, per_source=4096 if args.jobs else 64)
+        fleet = Fleet(
+            args.fleet,
+            args.cpus,
+            queue=args.jobs,
+            per_source=4096 if args.jobs else 64,
+            env=dict(setting.split("=", 1) for setting in args.env),
+        )
         fleet.start()
         if args.kill_instance_at:  # one instance dies mid-run, as a machine does
             threading.Timer(args.kill_instance_at, fleet.kill, ["instance-0"]).start()
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="TOONIFY_X=VALUE",
-        help="with --start: a setting for the served instance (repeatable)",
+        help="with --start or --fleet: a setting for the instances (repeatable)",
     )
     parser.add_argument(
         "--compare-degrade",

@@ -97,15 +97,17 @@ class Fleet:
         image: str = IMAGE,
         queue: bool = False,
         per_source: int = 64,
+        env: dict[str, str] | None = None,
     ) -> None:
         if not image_exists(image):
             raise SystemExit(f"no image {image}: run `make container` first")
-        self.image, self.cpus, self.per_source = image, cpus, per_source
+        self.image, self.cpus, self.per_source, self.env = image, cpus, per_source, env or {}
         self.redis = None
         if queue:  # one Redis the instances share for jobs (tools/redis_server.py's settings)
             from tools.redis_server import RedisServer
 
-            self.redis = RedisServer()
+            # Above TOONIFY_QUEUE_MAX_BYTES (2 GiB): the queue is full before Redis is.
+            self.redis = RedisServer(maxmemory="3gb")
         self.instances = {f"instance-{i}": free_port() for i in range(instances)}
         self.port, self.prometheus_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -117,6 +119,8 @@ class Fleet:
         limit = ["--cpus", str(self.cpus)] if self.cpus else []
         if self.redis is not None:
             limit += ["-e", f"TOONIFY_QUEUE_URL={self.redis.url}"]
+        for name, value in self.env.items():
+            limit += ["-e", f"{name}={value}"]
         for name, port in self.instances.items():
             container = f"toonify-{name}-{self.port}"
             podman(

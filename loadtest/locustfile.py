@@ -54,6 +54,7 @@ Shape = drained(getattr(shapes, SHAPES[os.environ.get("LOADTEST_SHAPE", "day")])
 
 POOL = build_pool()
 REJECTED = (429, 503)
+PASSING = (0, 429, 502, 503, 504)  # --jobs: asked again after Retry-After
 OUTSTANDING = 0  # --jobs: visitors whose job is not answered yet
 _log = None
 
@@ -138,8 +139,9 @@ class PhotoUploader(HttpUser):
                 response.failure(f"{response.status_code}: {response.text[:120]}")
 
     def _wait_in_line(self, upload, options: dict[str, str]) -> None:
-        """One visitor's job: submitted (a full queue waited out, five times at most), then its
-        result asked for as the service says, until it is there."""
+        """One visitor's job, as the web page does it: submitted (a busy or unreachable service
+        waited out, five times at most), then its result asked for as the service says until it
+        is there (through busy answers and a balancer's 502 while an instance is replaced)."""
         global OUTSTANDING
         OUTSTANDING += 1
         started, clock = time.time(), time.perf_counter()
@@ -147,23 +149,19 @@ class PhotoUploader(HttpUser):
         status, headers = 0, {}
         try:
             for _ in range(6):
-                submitted = self.client.post(
-                    "/jobs/raw", params=options, data=upload.data, name="/jobs", timeout=120
+                status, headers, job = self._ask(
+                    "post", "/jobs/raw", "/jobs", params=options, data=upload.data
                 )
-                if submitted.status_code not in REJECTED:
+                if status not in PASSING:
                     break
-                gevent.sleep(int(submitted.headers.get("Retry-After", "5")))
-            status, headers = submitted.status_code, submitted.headers
+                gevent.sleep(int(headers.get("Retry-After", "5")))
             if status == 202:
-                result_url = submitted.json()["result_url"]
+                result_url = job["result_url"]
                 while True:
                     gevent.sleep(int(headers.get("Retry-After", "2")))
-                    result = self.client.get(result_url, name="/jobs/{id}/result", timeout=60)
-                    status, headers = result.status_code, result.headers
-                    if status not in (202, *REJECTED):  # busy: ask again as it says
+                    status, headers, _ = self._ask("get", result_url, "/jobs/{id}/result")
+                    if status not in (202, *PASSING):
                         break
-        except Exception as exc:  # the service went away under this visitor
-            context["error"] = repr(exc)
         finally:
             OUTSTANDING -= 1
             context["status"] = status
@@ -179,6 +177,16 @@ class PhotoUploader(HttpUser):
                 exception=None if status in (200, 422) else RuntimeError(f"job ended {status}"),
                 start_time=started,
             )
+
+    def _ask(self, method: str, path: str, name: str, **arguments) -> tuple[int, dict, dict]:
+        """Status, headers and (for a submission) the job of one request; a connection that
+        failed is a 0, to be asked again."""
+        try:
+            response = getattr(self.client, method)(path, name=name, timeout=120, **arguments)
+        except Exception:
+            return 0, {"Retry-After": "2"}, {}
+        submitted = response.status_code == 202 and method == "post"
+        return response.status_code, response.headers, response.json() if submitted else {}
 
 
 @events.quitting.add_listener

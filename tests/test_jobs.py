@@ -19,12 +19,13 @@ from toonify.edge.context import request_level
 from toonify.edge.gateway import Gateway
 from toonify.edge.job_store_redis import RedisJobStore
 from toonify.edge.jobs import Answer, SQLiteJobStore, Upload, eta_s, is_job_id, open_store
-from toonify.errors import QueueFull, Unavailable, answered_errors
+from toonify.errors import GeneratorUnavailable, QueueFull, Unavailable, answered_errors
 from toonify.settings import Settings
 
 QUEUE = Path(tempfile.mkdtemp(prefix="toonify-test-queue-"))
 SETTINGS = Settings(max_bytes=64 * 1024, degrade="off", queue_dir=str(QUEUE), result_ttl_s=60)
 PHOTO = b"\xff\xd8\xff" + bytes(range(256)) * 8
+RUNS: dict[int, int] = {}  # runs of the echo per failing face_index
 
 
 def toonify_input():
@@ -38,6 +39,11 @@ class Echo:
     @bentoml.api(route="/toonify", input_spec=toonify_input())
     @answered_errors
     async def toonify(self, image: Path, **options) -> dict:
+        if options["face_index"] is not None and options["face_index"] >= 100:
+            # face_index 100 + N: the first N runs find the generator restarting
+            RUNS[options["face_index"]] = RUNS.get(options["face_index"], 0) + 1
+            if RUNS[options["face_index"]] <= options["face_index"] - 100:
+                raise GeneratorUnavailable()
         return {
             "sha256": hashlib.sha256(image.read_bytes()).hexdigest(),
             "format": str(options["format"]),
@@ -87,6 +93,18 @@ def test_a_multipart_job_is_checked_at_submission(client):
     refused = client.post("/jobs", files={"image": ("a", PHOTO)}, data={"size": "9999"})
     assert refused.status_code == 400 and refused.json()["error"] == "bad_option"
     assert client.post("/jobs/raw", content=b"").json()["error"] == "not_an_image"
+
+
+def test_a_run_that_fails_for_a_passing_reason_goes_back_in_line(client):
+    """A run answered 503 (the generator restarting) is run again: the person in line gets the
+    cartoon, not a 'try again'; after three runs that all fail, the job ends failed."""
+    job = client.post("/jobs/raw?face_index=102", content=PHOTO).json()
+    assert finished(client, job["status_url"])["status"] == "done"
+    assert RUNS[102] == 3 and client.get(job["result_url"]).status_code == 200
+    job = client.post("/jobs/raw?face_index=109", content=PHOTO).json()
+    status = finished(client, job["status_url"])
+    assert status["status"] == "failed" and status["error"] == "generator_unavailable"
+    assert RUNS[109] == 3  # MAX_ATTEMPTS
 
 
 @pytest.mark.parametrize("job_id", ["A" * 22, "../../etc/passwd", "x" * 5000, "%00"])
@@ -180,6 +198,30 @@ def test_the_store_is_bounded_expires_results_and_keeps_no_photo_once_done(make_
     asyncio.run(scenario())
 
 
+def test_a_released_job_runs_again_at_its_place_and_kept_answers_count_in_the_bytes(
+    make_store,
+):
+    async def scenario():
+        store = make_store(max_bytes=3_000)
+        first = await store.submit(upload(b"a" * 500))
+        await store.submit(upload(b"b" * 500))
+        claim = await store.claim()
+        assert claim.job.id == first.id and claim.attempt == 1
+        assert await store.release(claim)
+        assert (await store.get(first.id)).status == "queued"
+        assert await store.position(await store.get(first.id)) == 0  # first in line again
+        again = await store.claim()
+        assert again.job.id == first.id and again.attempt == 2
+        # A kept answer holds bytes too: 1,000 of photos waiting, then a 2,400-byte answer.
+        assert await store.finish(again, Answer(200, [], b"x" * 2_400), "full", ttl_s=0)
+        with pytest.raises(QueueFull):
+            await store.submit(upload(b"c" * 500))  # 500 + 2,400 + 500 > 3,000
+        await store.maintain()  # the answer expires: its bytes come back
+        assert (await store.submit(upload(b"c" * 500))).status == "queued"
+
+    asyncio.run(scenario())
+
+
 def test_delete_takes_the_photo_and_the_answer_at_once(make_store, tmp_path):
     async def scenario():
         store = make_store()
@@ -259,6 +301,28 @@ def test_a_lapsed_claim_goes_back_in_line_and_only_the_new_one_is_answered(redis
         await store.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.served
+def test_a_redis_out_of_memory_is_queue_full_not_unavailable():
+    """With noeviction, a full Redis refuses writes: a submission is 503 queue_full."""
+    from tools.redis_server import RedisServer, redis_available
+
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    small = RedisServer(maxmemory="3mb")
+    try:
+
+        async def scenario():
+            store = RedisJobStore(small.url, 1000, 10**9, visibility_s=30)
+            with pytest.raises(QueueFull):
+                for _ in range(20):
+                    await store.submit(upload(b"p" * 500_000))
+            await store.close()
+
+        asyncio.run(scenario())
+    finally:
+        small.close()
 
 
 def test_a_stopped_redis_is_503_unavailable_and_back_when_it_is(redis_server, redis_url):

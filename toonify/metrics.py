@@ -66,8 +66,9 @@ uploads_receiving = Gauge(
 )
 jobs = Counter(
     "toonify_jobs",
-    "Jobs by what happened: submitted, done, failed, discarded (an answer not kept: the job was "
-    "deleted, or run again after its claim lapsed).",
+    "Jobs by what happened: submitted, done, failed, retried (a run that failed for a passing "
+    "reason, back in line), discarded (an answer not kept: the job was deleted, or run again "
+    "after its claim lapsed).",
     ["outcome"],
 )
 webhooks = Counter(
@@ -116,7 +117,7 @@ for stage in STAGES:
     stage_seconds.labels(stage)
 for level in Level:
     answered_images.labels(level)
-for outcome in ("submitted", "done", "failed", "discarded"):
+for outcome in ("submitted", "done", "failed", "retried", "discarded"):
     jobs.labels(outcome)
 for outcome in ("delivered", "given_up"):
     webhooks.labels(outcome)

@@ -54,6 +54,10 @@ def poll_after_s(eta_s: float | None) -> int:
     return shortest if eta_s is None else int(min(longest, max(shortest, eta_s / 3)))
 
 
+# A run answered with one of these failed for a passing reason (a part restarting, a deadline
+# under load): the job goes back in line, up to MAX_ATTEMPTS runs.
+PASSING_FAILURES = (502, 503, 504)
+MAX_ATTEMPTS = 3
 DRAIN_WINDOW_S = 300.0  # position and ETA come from the jobs finished in this window
 
 
@@ -256,6 +260,16 @@ class JobDesk:
         finally:
             renewing.cancel()
             self.gateway.processing.give_back(QUEUE_CLIENT)
+        if answer.status in PASSING_FAILURES and claim.attempt < MAX_ATTEMPTS:
+            # A part of the service was restarting or out of time: the person in line gets
+            # their cartoon from a later run, not a "try again" (at most MAX_ATTEMPTS runs).
+            try:
+                await self.store.release(claim)
+                metrics.jobs.labels("retried").inc()
+            except Exception as exc:  # the store is down: the claim lapses, the job runs again
+                logger.warning("job %s: not put back in line: %r", job.id, exc)
+            self.wake.set()
+            return
         level = dict(answer.headers).get(b"x-service-level", b"").decode() or None
         try:
             kept = await self.store.finish(claim, answer, level, self.settings.result_ttl_s)

@@ -3,11 +3,12 @@
 Keys, under ``toonify:``::
 
     job:{id}      hash: status, times, the upload (until the job ends), level, error, claim
-    answer:{id}   hash: status, headers, body; Redis deletes it at the job's expiry
+    answer:{id}   hash: status, headers, body; deleted at the job's expiry (``maintain``)
     queued        sorted set: id by submission time (the position is its rank)
     running       sorted set: id by the time its claim lapses
+    expiring      sorted set: id of a kept answer by the time it is deleted
     finished      sorted set: id by finish time, the last hour (the fleet's drain rate)
-    queued_bytes  the photos' bytes waiting or running (TOONIFY_QUEUE_MAX_BYTES)
+    held_bytes    the photos' and the kept answers' bytes (TOONIFY_QUEUE_MAX_BYTES)
     answers_kept  answers stored, ever: against the jobs answered, none twice (the load test's)
 
 Every change of state is one Lua script, so it is atomic whatever the number of instances. A
@@ -27,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from ..errors import QueueFull, Unavailable
 from .jobs import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
@@ -48,12 +49,15 @@ class QueueUnavailable(Unavailable):
 
 
 def _reached(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Redis's failures (down, refused, timed out) as the service's 503 ``unavailable``."""
+    """Redis's failures (down, refused, timed out) as the service's 503 ``unavailable``; a
+    Redis out of memory as 503 ``queue_full``."""
 
     @functools.wraps(method)
     async def call(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
+        except OutOfMemoryError:  # Redis's maxmemory, with noeviction: nothing is evicted
+            raise QueueFull() from None
         except RedisError as exc:
             raise QueueUnavailable() from exc
 
@@ -82,8 +86,9 @@ while true do
   if redis.call('EXISTS', key) == 1 then
     redis.call('ZADD', KEYS[2], ARGV[2], id)
     redis.call('HSET', key, 'status', 'running', 'started', ARGV[1], 'claim', ARGV[3])
-    return {id, unpack(redis.call('HMGET', key, 'submitted', 'path', 'query', 'content_type',
-                                  'photo', 'webhook'))}
+    local attempt = redis.call('HINCRBY', key, 'attempts', 1)
+    return {id, attempt, unpack(redis.call('HMGET', key, 'submitted', 'path', 'query',
+                                           'content_type', 'photo', 'webhook'))}
   end
 end
 """
@@ -91,6 +96,15 @@ end
 RENEW = """
 if redis.call('HGET', KEYS[2], 'claim') ~= ARGV[2] then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[3])
+return 1
+"""
+
+RELEASE = """
+if redis.call('HGET', KEYS[3], 'claim') ~= ARGV[1] then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[3], 'status', 'queued')
+redis.call('HDEL', KEYS[3], 'started', 'claim')
+redis.call('ZADD', KEYS[2], redis.call('HGET', KEYS[3], 'submitted'), ARGV[2])
 return 1
 """
 
@@ -113,12 +127,13 @@ FINISH = """
 if redis.call('HGET', KEYS[3], 'claim') ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('DECRBY', KEYS[2], redis.call('HSTRLEN', KEYS[3], 'photo'))
+redis.call('INCRBY', KEYS[2], string.len(ARGV[10]))
 redis.call('HDEL', KEYS[3], 'photo', 'query', 'claim', 'webhook')
 redis.call('HSET', KEYS[3], 'status', ARGV[5], 'finished', ARGV[3], 'expires', ARGV[4],
            'level', ARGV[6], 'error', ARGV[7])
 redis.call('HSET', KEYS[4], 'status', ARGV[8], 'headers', ARGV[9], 'body', ARGV[10])
+redis.call('ZADD', KEYS[7], ARGV[4], ARGV[1])
 local expires_ms = math.floor(tonumber(ARGV[4]) * 1000)
-redis.call('PEXPIREAT', KEYS[4], expires_ms)
 redis.call('PEXPIREAT', KEYS[3], expires_ms + tonumber(ARGV[11]) * 1000)
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[12]))
@@ -129,10 +144,23 @@ return 1
 DELETE = """
 if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
 redis.call('DECRBY', KEYS[3], redis.call('HSTRLEN', KEYS[4], 'photo'))
+redis.call('DECRBY', KEYS[3], redis.call('HSTRLEN', KEYS[5], 'body'))
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
 redis.call('DEL', KEYS[4], KEYS[5])
 return 1
+"""
+
+EXPIRE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  local key = ARGV[2] .. 'answer:' .. id
+  redis.call('DECRBY', KEYS[2], redis.call('HSTRLEN', key, 'body'))
+  redis.call('DEL', key)
+  redis.call('ZREM', KEYS[1], id)
+end
+return #due
 """
 
 
@@ -155,14 +183,16 @@ class RedisJobStore:
         self.visibility_s = visibility_s
         self.keys = {
             name: PREFIX + name
-            for name in ("queued", "running", "finished", "queued_bytes", "answers_kept")
+            for name in ("queued", "running", "expiring", "finished", "held_bytes", "answers_kept")
         }
         self._submit = self.redis.register_script(SUBMIT)
         self._claim = self.redis.register_script(CLAIM)
         self._renew = self.redis.register_script(RENEW)
+        self._release = self.redis.register_script(RELEASE)
         self._reclaim = self.redis.register_script(RECLAIM)
         self._finish = self.redis.register_script(FINISH)
         self._delete = self.redis.register_script(DELETE)
+        self._expire = self.redis.register_script(EXPIRE)
 
     def _job_key(self, job_id: str) -> str:
         return f"{PREFIX}job:{job_id}"
@@ -175,7 +205,7 @@ class RedisJobStore:
         job_id, now = new_job_id(), time.time()
         keys = self.keys
         taken = await self._submit(
-            keys=[keys["queued"], keys["running"], keys["queued_bytes"], self._job_key(job_id)],
+            keys=[keys["queued"], keys["running"], keys["held_bytes"], self._job_key(job_id)],
             args=[
                 repr(now),
                 upload.path,
@@ -237,13 +267,13 @@ class RedisJobStore:
         )
         if not taken:
             return None
-        job_id, submitted, path, query, content_type, photo, webhook = taken
+        job_id, attempt, submitted, path, query, content_type, photo, webhook = taken
         job_id = job_id.decode()
         job = Job(job_id, "running", float(submitted), now, None, None, None, None)
         upload = Upload(
             path.decode(), query or b"", content_type or b"", photo or b"", _text(webhook) or ""
         )
-        return Claim(job, upload, token)
+        return Claim(job, upload, token, int(attempt))
 
     @_reached
     async def renew(self, claim: Claim) -> bool:
@@ -254,16 +284,25 @@ class RedisJobStore:
         return bool(held)
 
     @_reached
+    async def release(self, claim: Claim) -> bool:
+        released = await self._release(
+            keys=[self.keys["running"], self.keys["queued"], self._job_key(claim.job.id)],
+            args=[claim.token, claim.job.id],
+        )
+        return bool(released)
+
+    @_reached
     async def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
         now, job_id = time.time(), claim.job.id
         kept = await self._finish(
             keys=[
                 self.keys["running"],
-                self.keys["queued_bytes"],
+                self.keys["held_bytes"],
                 self._job_key(job_id),
                 self._answer_key(job_id),
                 self.keys["finished"],
                 self.keys["answers_kept"],
+                self.keys["expiring"],
             ],
             args=[
                 job_id,
@@ -298,9 +337,10 @@ class RedisJobStore:
             keys=[
                 keys["queued"],
                 keys["running"],
-                keys["queued_bytes"],
+                keys["held_bytes"],
                 self._job_key(job_id),
                 self._answer_key(job_id),
+                keys["expiring"],
             ],
             args=[job_id],
         )
@@ -317,10 +357,12 @@ class RedisJobStore:
 
     @_reached
     async def maintain(self) -> None:
-        # Results expire by themselves (PEXPIREAT); lapsed claims go back to the queue.
-        await self._reclaim(
-            keys=[self.keys["running"], self.keys["queued"]], args=[repr(time.time()), PREFIX]
+        # Answers past their TTL deleted (and their bytes given back); lapsed claims back in line.
+        now = repr(time.time())
+        await self._expire(
+            keys=[self.keys["expiring"], self.keys["held_bytes"]], args=[now, PREFIX]
         )
+        await self._reclaim(keys=[self.keys["running"], self.keys["queued"]], args=[now, PREFIX])
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     answer BLOB,
     level TEXT,
     error TEXT,
-    webhook TEXT
+    webhook TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, submitted);
 """
@@ -107,6 +108,7 @@ class Claim:
     job: Job
     upload: Upload
     token: str
+    attempt: int = 1  # this run's number: a job whose run failed for a passing reason runs again
 
 
 def new_job_id() -> str:
@@ -135,6 +137,11 @@ class JobStore(Protocol):
 
     async def renew(self, claim: Claim) -> bool:
         """The claim kept for another visibility timeout; False if it was lost."""
+        ...
+
+    async def release(self, claim: Claim) -> bool:
+        """The job back in line at its old place, its claim ended (a run that failed for a
+        passing reason: it runs again); False if the claim no longer held it."""
         ...
 
     async def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
@@ -175,6 +182,8 @@ class SQLiteJobStore:
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
         if "webhook" not in columns:  # a store made before webhooks
             self.db.execute("ALTER TABLE jobs ADD COLUMN webhook TEXT")
+        if "attempts" not in columns:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
         # A job running when the server stopped runs again (at least once, never lost).
@@ -183,9 +192,12 @@ class SQLiteJobStore:
         )
 
     async def submit(self, upload: Upload) -> Job:
-        waiting, size = self.db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(photo)), 0) FROM jobs "
-            "WHERE status IN ('queued', 'running')"
+        (waiting,) = self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
+        ).fetchone()
+        # What the store holds: the photos waiting and the answers kept.
+        (size,) = self.db.execute(
+            "SELECT COALESCE(SUM(LENGTH(photo)), 0) + COALESCE(SUM(LENGTH(answer)), 0) FROM jobs"
         ).fetchone()
         if waiting >= self.max_jobs or size + len(upload.body) > self.max_bytes:
             raise QueueFull()  # past TOONIFY_QUEUE_MAX_JOBS or TOONIFY_QUEUE_MAX_BYTES
@@ -231,22 +243,33 @@ class SQLiteJobStore:
 
     async def claim(self) -> Claim | None:
         row = self.db.execute(
-            "SELECT id, path, query, content_type, photo, webhook FROM jobs "
+            "SELECT id, path, query, content_type, photo, webhook, attempts FROM jobs "
             "WHERE status = 'queued' ORDER BY submitted LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        job_id, path, query, content_type, photo, webhook = row
+        job_id, path, query, content_type, photo, webhook, attempts = row
         self.db.execute(
-            "UPDATE jobs SET status = 'running', started = ? WHERE id = ?", (time.time(), job_id)
+            "UPDATE jobs SET status = 'running', started = ?, attempts = attempts + 1 WHERE id = ?",
+            (time.time(), job_id),
         )
         # One process runs this store's jobs: a claim lapses only with the process, and a
         # restart queues its running jobs again (__init__).
         upload = Upload(path, query, content_type, photo, webhook or "")
-        return Claim(self._get(job_id), upload, "")
+        return Claim(self._get(job_id), upload, "", attempts + 1)
 
     async def renew(self, claim: Claim) -> bool:
         return self._get(claim.job.id) is not None
+
+    async def release(self, claim: Claim) -> bool:
+        return (
+            self.db.execute(
+                "UPDATE jobs SET status = 'queued', started = NULL "
+                "WHERE id = ? AND status = 'running'",
+                (claim.job.id,),
+            ).rowcount
+            > 0
+        )
 
     async def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
         now = time.time()
