@@ -160,13 +160,14 @@ def run(args) -> dict:
     if args.fleet:
         from loadtest.fleet import Fleet
 
-        # With jobs, thousands of waiting visitors poll from this one address: the balancer's
-        # per-source connection limit (64, for real clients) would refuse the load generator.
+        # The load generator is one address: past the balancer's per-source connection limit
+        # (64, for real clients) its visitors would be refused by HAProxy, not by the service.
+        # With jobs thousands of waiting visitors poll, so the limit is raised unless given.
         fleet = Fleet(
             args.fleet,
             args.cpus,
             queue=args.jobs,
-            per_source=4096 if args.jobs else 64,
+            per_source=args.per_source or (4096 if args.jobs else 64),
             env=dict(setting.split("=", 1) for setting in args.env),
         )
         fleet.start()
@@ -280,6 +281,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drain-minutes", type=float, default=15.0, help="--jobs: after the day")
     parser.add_argument(
         "--kill-instance-at", type=float, help="--fleet: kill one instance this many s in"
+    )
+    parser.add_argument(
+        "--per-source",
+        type=int,
+        help="--fleet: HAProxy's connections per source address (64; 4096 with --jobs)",
     )
     args = parser.parse_args(argv)
     if args.mode == "report":

@@ -85,6 +85,31 @@ def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
     assert summary["fleet_cost_per_1000_images_prometheus_usd"] > 0  # the rule saw both
 
 
+def test_a_fleet_on_redis_answers_every_job_with_an_instance_killed_mid_run(tmp_path):
+    """`python -m loadtest day --fleet 2 --jobs --kill-instance-at S`, briefly: every visitor
+    submits a job to two containers sharing a Redis; one container is killed (SIGKILL) while
+    jobs run and replaced; every job is answered, once."""
+    skip_without_a_fleet()
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    run = subprocess.run(
+        [sys.executable, "-m", "loadtest", "day", "--fleet", "2", "--cpus", "1", "--jobs"]
+        + ["--rate-scale", "0.3", "--day-minutes", "0.5", "--user-rate", "0.2"]
+        + ["--kill-instance-at", "12", "--drain-minutes", "4", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["killed"]["instance"] == "instance-0"
+    assert summary["jobs_submitted"] >= 10 and summary["jobs_lost"] == 0
+    assert summary["jobs_answered_share"] == 1.0
+    assert summary["job_answers_stored"] == summary["jobs_answered"]  # none answered twice
+    assert summary["jobs_answered_twice"] == 0
+
+
 def test_stalled_uploads_against_the_fleet_leave_normal_users_served(astronaut):
     """The attack the balancer exists for: 64 connections from one address that send headers
     and nothing else, against HAProxy in front of two containers. It waits for each upload's

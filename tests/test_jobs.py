@@ -187,10 +187,12 @@ def test_the_store_is_bounded_expires_results_and_keeps_no_photo_once_done(make_
         assert marker not in kept and b"hook-marker" not in kept
         # Past the TTL the answer is gone and the id says so.
         claim = await store.claim()
-        assert await store.finish(claim, answer, "full", ttl_s=0)
+        expiring = Answer(200, [], b"EXPIRED-ANSWER-" * 10)
+        assert await store.finish(claim, expiring, "full", ttl_s=0)
         await store.maintain()
         assert (await store.get(second.id)).status == "expired"
         assert await store.answer(second.id) is None
+        assert b"EXPIRED-ANSWER" not in everything_stored(store, tmp_path)
         # Bytes: a photo over what the queue may hold.
         with pytest.raises(QueueFull):
             await store.submit(upload(b"z" * 10_001))
@@ -238,6 +240,12 @@ def test_delete_takes_the_photo_and_the_answer_at_once(make_store, tmp_path):
         assert not await store.finish(claim, Answer(200, [], b"ANSWER"), "full", ttl_s=60)
         assert await store.get(running.id) is None and await store.answer(running.id) is None
         assert marker not in everything_stored(store, tmp_path)
+        # Done, then deleted: its answer goes at once.
+        done = await store.submit(upload(b"photo"))
+        claim = await store.claim()
+        await store.finish(claim, Answer(200, [], b"DELETED-ANSWER-" * 10), "full", ttl_s=60)
+        assert await store.delete(done.id)
+        assert b"DELETED-ANSWER" not in everything_stored(store, tmp_path)
 
     asyncio.run(scenario())
 
