@@ -51,34 +51,26 @@ def skip_without_a_fleet() -> None:
         pytest.skip(f"no {IMAGE}: `make container` builds it (CI does, before the tests)")
 
 
-def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
-    """`python -m loadtest day --fleet 2`, briefly: two containers behind HAProxy (health-checked
-    on /readyz), Prometheus scraping both with the project's config and rules."""
-    skip_without_a_fleet()
+def fleet_day(out, *arguments: str) -> dict:
+    """`python -m loadtest day --fleet 2 ARGUMENTS`: its summary."""
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadtest",
-            "day",
-            "--fleet",
-            "2",
-            "--rate-scale",
-            "0.1",
-            "--day-minutes",
-            "0.5",
-            "--user-rate",
-            "0.2",
-            "--out",
-            str(tmp_path),
-        ],
+        [sys.executable, "-m", "loadtest", "day", "--fleet", "2", *arguments, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_a_fleet_behind_haproxy_is_scraped_by_prometheus(tmp_path):
+    """`python -m loadtest day --fleet 2`, briefly: two containers behind HAProxy (health-checked
+    on /readyz), Prometheus scraping both with the project's config and rules."""
+    skip_without_a_fleet()
+    summary = fleet_day(
+        tmp_path, "--rate-scale", "0.1", "--day-minutes", "0.5", "--user-rate", "0.2"
+    )
     assert summary["instances"] == 2 and summary["unanswered"] == 0
     answered = [i["answered"] for i in summary["per_instance"].values()]
     assert all(count > 0 for count in answered), summary["per_instance"]  # both took traffic
@@ -92,17 +84,11 @@ def test_a_fleet_on_redis_answers_every_job_with_an_instance_killed_mid_run(tmp_
     skip_without_a_fleet()
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (.ci/run installs it)")
-    run = subprocess.run(
-        [sys.executable, "-m", "loadtest", "day", "--fleet", "2", "--cpus", "1", "--jobs"]
-        + ["--rate-scale", "0.3", "--day-minutes", "0.5", "--user-rate", "0.2"]
-        + ["--kill-instance-at", "12", "--drain-minutes", "4", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    summary = fleet_day(
+        tmp_path,
+        *("--cpus", "1", "--jobs", "--rate-scale", "0.3", "--day-minutes", "0.5"),
+        *("--user-rate", "0.2", "--kill-instance-at", "12", "--drain-minutes", "4"),
     )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["killed"]["instance"] == "instance-0"
     assert summary["jobs_submitted"] >= 10 and summary["jobs_lost"] == 0
     assert summary["jobs_answered_share"] == 1.0
