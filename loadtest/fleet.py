@@ -155,8 +155,21 @@ class Fleet:
         )
         wait_for(f"{self.url}/readyz")
         wait_for(f"http://127.0.0.1:{self.prometheus_port}/-/ready")
+        self.watched_from = time.time()  # the window of every figure: from before any request
+        self.wait_for_first_scrapes()
         self.started = time.time()
         return self.url
+
+    def wait_for_first_scrapes(self, timeout: float = 60) -> None:
+        """Every instance scraped once before the day starts: a counter's increase needs a sample
+        from before the first request, or a short day can end between two scrapes unseen."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            scraped = self.query("count(up == 1)", time.time())
+            if scraped is not None and scraped >= len(self.instances):
+                return
+            time.sleep(1)
+        raise SystemExit(f"Prometheus did not scrape every instance within {timeout:.0f} s")
 
     def _spawn(self, command: list[str], log: str) -> None:
         with open(self.folder / log, "wb") as output:
@@ -206,7 +219,7 @@ class Fleet:
         # loses nothing from the count.
         stored = redis.Redis.from_url(self.redis.url).get("toonify:answers_kept")
         report["job_answers_stored"] = int(stored or 0)
-        window = f"{round(ended - self.started)}s"
+        window = f"{round(ended - self.watched_from)}s"
         discarded = self.query(
             f'sum(max_over_time(toonify_jobs_total{{outcome="discarded"}}[{window}]))', ended
         )
@@ -231,7 +244,7 @@ class Fleet:
         """Per instance, and the fleet's cost per 1000 images from Prometheus and from the log."""
         time.sleep(35)  # two scrapes after the last request
         ended = time.time()
-        window = f"{round(ended - self.started)}s"
+        window = f"{round(ended - self.watched_from)}s"
         rule = PROMETHEUS / "rules.yml"
         expression = next(
             r["expr"]
