@@ -28,11 +28,11 @@ from typing import Annotated
 import anyio
 import bentoml
 from bentoml.validators import ContentType
+from starlette.types import ASGIApp
 
 from toonify import bentoml_patches, metrics, shutdown
 from toonify.calls import call_service
 from toonify.edge.context import request_client, request_deadline, request_level
-from toonify.edge.gateway import Gateway
 from toonify.edge.responses import answer_headers, answer_json, answer_response
 from toonify.edge.site import make_site
 from toonify.errors import ErrorAnswers, GeneratorUnavailable, answered_errors
@@ -88,9 +88,11 @@ class Generator:
         from model_store import load_generator
         from toonify.generation.batching import Batcher
 
+        bentoml_patches.check_app_factory()
         self.generator = load_generator(
             self.model,
             threads=SETTINGS.generator_threads or None,
+            streams=SETTINGS.generator_streams,
             providers=SETTINGS.providers,
             backend=SETTINGS.backend,
             precision=SETTINGS.precision,
@@ -100,18 +102,25 @@ class Generator:
         # Before /readyz says yes, at the sizes both levels of the ladder send.
         warm_up = self.generator.warm_up((SETTINGS.crop_size, SETTINGS.degraded_size))
         logger.info(
-            "generator %s on %s: loaded in %.2f s, warm-up %.2f s",
+            "generator %s on %s, %d streams of %d threads: loaded in %.2f s, warm-up %.2f s",
             self.model.tag,
             self.generator.providers,
+            self.generator.streams,
+            max(1, self.generator.threads // self.generator.streams),
             self.generator.load_seconds,
             warm_up,
         )
         metrics.model_load_seconds.labels(str(self.model.tag)).set(
             self.generator.load_seconds + warm_up
         )
-        self.batcher = Batcher(self.generator, SETTINGS.max_batch_size, metrics.observe_batch)
+        # A model whose batch axis is fixed runs its crops one by one: batches of more would
+        # hold a stream while another stands idle.
+        max_batch = min(SETTINGS.max_batch_size, self.generator.max_batch or 2**31)
+        self.batcher = Batcher(
+            self.generator, max_batch, metrics.observe_batch, parallel=self.generator.streams
+        )
         shutdown.drain_after_entry(DRAIN_GRACE_S)
-        metrics.ready.labels("generator").set(1)
+        started("generator")
 
     @bentoml.api
     @answered_errors
@@ -143,6 +152,7 @@ class Preprocess:
         from toonify.photos.budget import PhotoBudget
         from toonify.photos.worker import PhotoWork
 
+        bentoml_patches.check_app_factory()
         detector = create_detector(
             detector_spec(self.detector_model),
             DetectorSettings(
@@ -155,7 +165,7 @@ class Preprocess:
         # Photos between prepare and finish hold their pixels: bounded (toonify/photos/budget.py).
         self.photo_budget = PhotoBudget(SETTINGS.preprocess_pixel_bytes)
         shutdown.drain_after_entry(DRAIN_GRACE_S)
-        metrics.ready.labels("preprocess").set(1)
+        started("preprocess")
 
     @bentoml.api
     @answered_errors
@@ -203,8 +213,9 @@ class Toonify:
     preprocess = bentoml.depends(Preprocess)
 
     def __init__(self) -> None:
+        bentoml_patches.check_app_factory()
         shutdown.hold_while_running()
-        metrics.ready.labels("toonify").set(1)
+        started("toonify")
 
     @bentoml.api(route="/toonify")
     @answered_errors
@@ -299,11 +310,24 @@ def degrade_ladder() -> Ladder:
     return Ladder.of(SETTINGS, GeneratorSignature.from_metadata(metadata).sizes)
 
 
+def started(service: str) -> None:
+    """This process's service is ready: /metrics says so."""
+    metrics.ready.labels(service).set(1)
+
+
+def gateway(app, **options) -> ASGIApp:
+    """The entry's gateway (toonify/edge/gateway.py), imported when the entry builds its app:
+    `bentoml serve`'s main process imports this module but serves nothing."""
+    from toonify.edge.gateway import Gateway
+
+    return Gateway(app, **options)
+
+
 # Errors leave every service in the documented form (the entry's gateway does it for the entry).
 Generator.add_asgi_middleware(ErrorAnswers)
 Preprocess.add_asgi_middleware(ErrorAnswers)
 Toonify.add_asgi_middleware(
-    Gateway,
+    gateway,
     settings=SETTINGS,
     ladder=degrade_ladder,
     upload_paths=("/toonify", "/toonify/json"),

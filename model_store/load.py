@@ -52,6 +52,7 @@ def load_generator(
     precision: str = "auto",
     min_psnr_db: float = 35.0,
     cache_dir: str | Path | None = None,
+    streams: int = 1,  # 0: the backend's best (default_streams)
 ) -> OnnxGenerator:
     """A stored generator, run from the file whose quality its import measured: the int8 IR, the
     IR for bf16, the fp16 copy on CUDA (TensorRT builds fp16 engines from the fp32 file), else
@@ -80,4 +81,5 @@ def load_generator(
         backend="openvino" if path.suffix == ".xml" else backend,
         precision=precision,
         cache_dir=cache_dir,
+        streams=streams,
     )

@@ -118,3 +118,31 @@ def test_a_failing_batch_fails_only_its_callers():
     broken, fine = asyncio.run(scenario())
     assert isinstance(broken, RuntimeError) and fine[0].shape == (1, 64, 64, 3)
     assert sorted(calls) == [32, 64]
+
+
+def test_streams_run_at_once_each_taking_its_share_of_what_waits():
+    both_running = threading.Barrier(3, timeout=10)  # the first two batches and the test
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def model(batch: np.ndarray) -> np.ndarray:
+        batches.append([int(crop[0, 0, 0]) for crop in batch])
+        if len(batches) <= 2:
+            both_running.wait()  # times out unless two batches run at the same time
+            release.wait(10)
+        return 255 - batch
+
+    batcher = Batcher(model, max_batch=8, parallel=2)
+
+    async def scenario():
+        deadline = time.time() + 60
+        first = [asyncio.create_task(batcher(crops(1, 32, v), deadline)) for v in (1, 2, 3, 4)]
+        await asyncio.to_thread(both_running.wait)
+        release.set()
+        answers = await asyncio.gather(*first)
+        return answers + [await batcher(crops(1, 32, 5), deadline)]  # alone: at once, alone
+
+    results = asyncio.run(scenario())
+    assert sorted(batches[:2]) == [[1, 2], [3, 4]]  # four waiting, two free streams: two each
+    assert batches[2:] == [[5]]
+    assert [int(pixels[0, 0, 0, 0]) for pixels, _ in results] == [254, 253, 252, 251, 250]

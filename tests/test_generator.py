@@ -160,7 +160,8 @@ def test_gpu_providers_come_first_and_tensorrt_gets_fp16_and_a_cache(monkeypatch
     everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
     monkeypatch.setattr(generator.ort, "get_available_providers", lambda: everything)
     assert pick_providers("auto") == everything
-    assert generator.pick_backend("auto", "auto") == "onnxruntime"  # GPUs: not OpenVINO
+    assert generator.pick_backend("auto", "auto", "bf16") == "onnxruntime"  # GPUs: not OpenVINO
+    assert generator.default_streams("onnxruntime", 8, pick_providers("auto")) == 1
     configured = generator.provider_options(everything, fp16=True, cache_dir=tmp_path)
     tensorrt, options = configured[0]
     assert tensorrt == "TensorrtExecutionProvider" and options["trt_fp16_enable"] is True
@@ -187,3 +188,37 @@ def test_fp16_conversion_keeps_float32_io_and_the_learned_look(tmp_path, astrona
     reference = OnnxGenerator(source, signature, threads=1)(crop).astype(float)
     half = OnnxGenerator(converted, signature, threads=1)(crop)
     assert 10 * np.log10(255**2 / np.mean((reference - half) ** 2)) >= 35
+
+
+def test_on_a_cpu_f32_runs_on_onnx_runtime_with_a_stream_per_core_and_reduced_on_openvino():
+    from toonify.generation import generator
+
+    cpu = ["CPUExecutionProvider"]
+    assert generator.pick_backend("auto", "auto", "f32") == "onnxruntime"
+    assert generator.pick_backend("auto", "auto", "bf16") == "openvino"
+    assert generator.pick_backend("auto", "auto", "int8") == "openvino"
+    assert generator.pick_backend("openvino", "auto", "f32") == "openvino"  # asked for
+    assert [generator.default_streams("onnxruntime", n, cpu) for n in (1, 2, 8)] == [1, 2, 4]
+    assert generator.default_streams("openvino", 8, cpu) == 1
+
+
+def test_streams_run_crops_at_once_with_the_same_answers(toon_filter_path, astronaut):
+    """Two streams called from two threads at once give each caller its own crop's toon, as one
+    stream does, on both backends."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    crop = np.asarray(astronaut)
+    crops = [crop[None], np.ascontiguousarray(crop[None, :, ::-1])]
+    for backend in ("onnxruntime", "openvino"):
+        one = OnnxGenerator(toon_filter_path, GeneratorSignature(), threads=2, backend=backend)
+        two = OnnxGenerator(
+            toon_filter_path, GeneratorSignature(), threads=2, backend=backend, streams=2
+        )
+        assert two.streams == 2
+        expected = [one(crop) for crop in crops]
+        with ThreadPoolExecutor(2) as pool:
+            for _ in range(3):
+                answers = list(pool.map(two, crops))
+                for answer, wanted in zip(answers, expected, strict=True):
+                    assert np.abs(answer.astype(int) - wanted).max() <= 2, backend
+        assert not np.array_equal(expected[0], expected[1])  # the two callers' crops differ

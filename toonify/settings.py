@@ -42,6 +42,9 @@ class Settings(BaseModel):
     preprocess_pixel_bytes: int = 128 * 2**20
     generator_workers: int = 1
     generator_threads: int = 0  # 0: the CPUs this process may use
+    # Crops run at once, each on its share of the threads; 0: the backend's best (ONNX Runtime
+    # on a CPU: one per thread up to four; OpenVINO and GPUs: one; generator.py default_streams).
+    generator_streams: int = 0
     providers: str = "auto"  # or a comma list such as CUDAExecutionProvider,CPUExecutionProvider
     backend: str = "auto"  # onnxruntime | openvino | auto (OpenVINO on CPU-only machines)
     # f32 | bf16 | int8 | fp16 | auto: the fastest of int8, bf16 (fp16 on a GPU) whose import
@@ -138,6 +141,8 @@ class Settings(BaseModel):
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
+        if self.generator_threads < 0 or self.generator_streams < 0:
+            raise ValueError("TOONIFY_GENERATOR_THREADS and _STREAMS must be 0 (auto) or more")
         if self.max_batch_size < 1:
             raise ValueError("TOONIFY_MAX_BATCH_SIZE must be at least 1")
         if self.degrade not in ("on", "off"):

@@ -1,9 +1,10 @@
 """The generator's batcher: run at once when idle, batch whatever queued up while busy.
 
-A crop that arrives while the model is idle runs immediately; crops that arrive while it runs
-wait for that run and go together in the next one, up to ``max_batch`` crops of one size (the
-full and the reduced service level send crops of two sizes). So batches grow with the load and a
-lone request never waits for company. (BentoML's adaptive batcher learns a
+A crop that arrives while the model has a free stream (``parallel`` runs at once, one per
+stream of the runtime) runs immediately; crops that arrive while every stream runs wait and go
+together in the next free one, up to ``max_batch`` crops of one size (the full and the reduced
+service level send crops of two sizes). So batches grow with the load and a lone request never
+waits for company. (BentoML's adaptive batcher learns a
 cork delay from the queue waits of its last 50 batches: after an overload it held lone requests
 ~0.6 s for minutes. This one has no learned state.)
 
@@ -43,25 +44,31 @@ class _Job:
 
 class Batcher:
     """``await batcher(crops, deadline)`` -> (outputs, BatchRun); ``run`` maps a stacked batch of
-    crops to outputs of the same length and is called in a worker thread, one batch at a time."""
+    crops to outputs of the same length and is called in worker threads, up to ``parallel``
+    batches at a time."""
 
     def __init__(
         self,
         run: Callable[[np.ndarray], np.ndarray],
         max_batch: int,
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
+        parallel: int = 1,
     ) -> None:
         self.run = run
         self.max_batch = max_batch
         self.on_batch = on_batch
+        self.parallel = parallel
         self._queue: collections.deque[_Job] = collections.deque()
-        self._draining: asyncio.Task | None = None
+        self._draining: set[asyncio.Task] = set()
+        self._running = 0  # batches being run now
 
     async def __call__(self, crops: np.ndarray, deadline: float) -> tuple[np.ndarray, BatchRun]:
         job = _Job(crops, deadline, asyncio.get_running_loop().create_future())
         self._queue.append(job)
-        if self._draining is None or self._draining.done():
-            self._draining = asyncio.create_task(self._drain())
+        # A drain that found the queue empty is done at once (a done-callback would come later).
+        self._draining = {task for task in self._draining if not task.done()}
+        if len(self._draining) < self.parallel:
+            self._draining.add(asyncio.create_task(self._drain()))
         return await job.future
 
     @property
@@ -77,6 +84,11 @@ class Batcher:
         left: collections.deque[_Job] = collections.deque()
         crops = 0
         now = time.time()
+        # With several streams a free one takes its share of what waits, leaving the rest to the
+        # other free streams (on a CPU a crop on its own stream beats a larger batch).
+        waiting = sum(len(job.crops) for job in self._queue)
+        free = self.parallel - self._running
+        limit = min(self.max_batch, -(-waiting // free))
         while self._queue:
             job = self._queue.popleft()
             if job.future.done():  # its caller gave up
@@ -87,12 +99,11 @@ class Batcher:
                 )
                 continue
             fits = not batch or (
-                job.crops.shape[1:] == batch[0].crops.shape[1:]
-                and crops + len(job.crops) <= self.max_batch
+                job.crops.shape[1:] == batch[0].crops.shape[1:] and crops + len(job.crops) <= limit
             )
             if not fits:
                 left.append(job)
-                if crops >= self.max_batch:
+                if crops >= limit:
                     break
                 continue
             batch.append(job)
@@ -104,6 +115,7 @@ class Batcher:
     async def _drain(self) -> None:
         while batch := self._next_batch():
             started = time.perf_counter()
+            self._running += 1
             try:
                 outputs = await asyncio.to_thread(
                     self.run, np.concatenate([job.crops for job in batch])
@@ -113,6 +125,8 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
                 continue
+            finally:
+                self._running -= 1
             seconds = time.perf_counter() - started
             size = sum(len(job.crops) for job in batch)
             self.on_batch(size, seconds)

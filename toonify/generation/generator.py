@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +60,22 @@ def default_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def default_streams(backend: str, threads: int, providers: list[str]) -> int:
+    """Crops run at once. ONNX Runtime on a CPU: one per core, up to four (its convolutions use a
+    second thread poorly: the offline default answered 1.22x more crops a second on two single-
+    thread streams than on one two-thread stream). OpenVINO: one, as its oneDNN kernels use every
+    thread (two streams gained 1-2% on AnimeGANv3 and the twin and doubled a lone crop's time).
+    One on a GPU. docs/performance.md."""
+    if backend == "openvino" or providers[0] != "CPUExecutionProvider":
+        return 1
+    return max(1, min(threads, 4))
+
+
 def cpu_key() -> str:
-    """Cached optimised graphs are specific to the CPU and runtime versions they were made on."""
+    """Cached optimised graphs are specific to the CPU and the runtime version they were made on."""
     with open("/proc/cpuinfo") as info:
         model = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
-    return hashlib.sha256(f"{model}|{ort.__version__}|{openvino_version()}".encode()).hexdigest()[
-        :12
-    ]
+    return hashlib.sha256(f"{model}|{ort.__version__}".encode()).hexdigest()[:12]
 
 
 def openvino_version() -> str:
@@ -82,10 +93,17 @@ class OnnxRuntimeRunner:
     backend = "onnxruntime"
 
     def __init__(
-        self, path: Path, threads: int, providers: str, cache_dir: Path | None, fp16: bool = False
+        self,
+        path: Path,
+        threads: int,
+        providers: str,
+        cache_dir: Path | None,
+        fp16: bool = False,
+        streams: int = 1,
     ) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        # One session serves concurrent runs: each run gets its share of the threads.
+        options.intra_op_num_threads = max(1, threads // streams)
         options.inter_op_num_threads = 1
         options.enable_cpu_mem_arena = False  # same speed here, ~15% lower peak memory
         source = path
@@ -124,37 +142,46 @@ class OpenVinoRunner:
 
     backend = "openvino"
 
-    def __init__(self, path: Path, threads: int, precision: str) -> None:
+    def __init__(self, path: Path, threads: int, precision: str, streams: int = 1) -> None:
         import openvino
 
         core = openvino.Core()
         # No CACHE_DIR: its compiled blobs raised peak memory (1.3 -> 2.0 GB on the twin) and
         # loading an IR with fp16 weights already takes 0.2 s.
         config = {
-            "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_NUM_THREADS": threads,  # shared by the streams
             # An int8 IR carries its own quantized layers; what is left runs in f32.
             "INFERENCE_PRECISION_HINT": "f32" if precision == "int8" else precision,
-            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": streams,
         }
         compiled = core.compile_model(str(path), "CPU", config)
-        self.request = compiled.create_infer_request()
+        # One request per stream; a run takes a free one (runs come from several threads).
+        self.requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(streams):
+            self.requests.put(compiled.create_infer_request())
         batch = compiled.input(0).get_partial_shape()[0]
         self.max_batch = batch.get_length() if batch.is_static else None
         self.devices = [f"OpenVINO CPU {precision}"]
 
     def run(self, tensor: np.ndarray) -> np.ndarray:
-        # The result views the request's buffer, which the next inference overwrites.
-        return np.array(self.request.infer({0: tensor})[0])
+        request = self.requests.get()
+        try:
+            # The result views the request's buffer, which the next inference overwrites.
+            return np.array(request.infer({0: tensor})[0])
+        finally:
+            self.requests.put(request)
 
 
-def pick_backend(backend: str, providers: str) -> str:
-    """auto: OpenVINO on CPU-only machines where it is installed, else ONNX Runtime."""
+def pick_backend(backend: str, providers: str, precision: str = "f32") -> str:
+    """auto: OpenVINO for bf16 and int8 on CPU-only machines where it is installed (ONNX
+    Runtime's CPU provider has neither); ONNX Runtime for f32, where it ran the offline default
+    1.6x faster and starts faster (docs/performance.md), and on GPUs."""
     if backend != "auto":
         return backend
     gpu = any(p in ort.get_available_providers() for p in PROVIDER_PREFERENCE[:2])
-    if gpu or providers not in ("auto", "CPUExecutionProvider") or not openvino_version():
+    if gpu or providers not in ("auto", "CPUExecutionProvider") or precision == "f32":
         return "onnxruntime"
-    return "openvino"
+    return "openvino" if openvino_version() else "onnxruntime"
 
 
 class OnnxGenerator:
@@ -174,15 +201,22 @@ class OnnxGenerator:
         backend: str = "onnxruntime",
         precision: str = "f32",
         cache_dir: str | Path | None = None,
+        streams: int = 1,
     ) -> None:
         self.signature = signature
         path, cache = Path(model_path), Path(cache_dir) if cache_dir else None
         threads = threads or default_threads()
+        backend = pick_backend(backend, providers, precision)
+        # Runs that may be called at once, from different threads; 0: the backend's best.
+        self.streams = streams or default_streams(backend, threads, pick_providers(providers))
+        self.threads = threads
         started = time.perf_counter()
-        if pick_backend(backend, providers) == "openvino":
-            self.runner = OpenVinoRunner(path, threads, precision)
+        if backend == "openvino":
+            self.runner = OpenVinoRunner(path, threads, precision, self.streams)
         else:
-            self.runner = OnnxRuntimeRunner(path, threads, providers, cache, precision == "fp16")
+            self.runner = OnnxRuntimeRunner(
+                path, threads, providers, cache, precision == "fp16", self.streams
+            )
         self.precision = precision
         self.load_seconds = time.perf_counter() - started
         # Some exports fix the batch axis at 1 (AnimeGANv3 does): feed those one crop at a time.
@@ -221,8 +255,10 @@ class OnnxGenerator:
         shape on its first run)."""
         started = time.perf_counter()
         runs = {self.signature.size, *(self.run_size(side, side) for side in crop_sizes)}
-        for size in sorted(runs, reverse=True):
-            self(np.full((1, size, size, 3), 128, dtype=np.uint8))
+        crops = [np.full((1, size, size, 3), 128, dtype=np.uint8) for size in sorted(runs)]
+        # On streams of their own where there are several: a start-up's last moments are this.
+        with ThreadPoolExecutor(min(self.streams, len(crops))) as pool:
+            list(pool.map(self, crops))
         return time.perf_counter() - started
 
 
