@@ -101,6 +101,16 @@ def build_context() -> Path:
     return context
 
 
+def detector_family() -> str:
+    """The family of the detector the bento packs: the image keeps insightface and what it
+    imports only for SCRFD (deploy/docker/Dockerfile.template)."""
+    import bentoml
+
+    from toonify.settings import SETTINGS
+
+    return bentoml.models.get(SETTINGS.detector_model).info.metadata["family"]
+
+
 BUILD_CA = "/run/toonify-build-ca.crt"
 
 
@@ -156,6 +166,8 @@ def main() -> None:
         "host",
         "--build-arg",
         f"BASE_IMAGE={base}",
+        "--build-arg",
+        f"DETECTOR_FAMILY={detector_family()}",
         *package_indexes(),
         "-f",
         str(context / "env" / "docker" / "Dockerfile"),
