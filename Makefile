@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv defaults serve test test-fast lint build build-gpu container container-test promtool import-animegan grid precision-grid bench-preprocess bench-cold-start bench-service bench-cost bench-twin loadtest-day loadtest-capacity loadtest-fleet clean
+.PHONY: venv defaults serve test test-fast lint build build-gpu container container-test promtool import-animegan grid precision-grid bench-preprocess bench-cold-start bench-streams bench-service bench-cost bench-twin loadtest-day loadtest-capacity loadtest-fleet clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,14 +64,17 @@ precision-grid: venv  # fp32, bf16 and int8 side by side: docs/images/precision-
 bench-preprocess: venv
 	$(BIN)/python -m benchmarks.preprocess_stages
 
-bench-cold-start: venv  # where the seconds from process start to /readyz go, per process
-	$(BIN)/python -m benchmarks.cold_start
+bench-cold-start: venv  # where the seconds to /readyz go, per process, beside BentoML's own floor
+	$(BIN)/python -m benchmarks.cold_start --floor
 
 bench-service: defaults
 	$(BIN)/python -m benchmarks.service_vs_raw
 
 bench-cost: defaults
 	$(BIN)/python -m benchmarks.cost
+
+bench-streams: defaults  # a generator's images/s on one stream and on several, side by side
+	$(BIN)/python -m benchmarks.generator_streams --model toon-filter:latest
 
 bench-twin: venv  # the seed's model served our way and the 2020 way, at int8 and bf16
 	$(BIN)/python -m benchmarks.cost_twin

@@ -1,13 +1,15 @@
 """Where the seconds of a cold start go: process start to /readyz 200, per process.
 
-    python -m benchmarks.cold_start [--rounds 5] [--twin]
+    python -m benchmarks.cold_start [--rounds 5] [--twin] [--floor]
 
 Starts `bentoml serve service:Toonify` from nothing (a scratch model store holding the offline
 default, or with --twin the cost twin too) and polls /readyz every 20 ms. For every process of
 the server it records when it started (after the command), when its service said it was
 initialised, and the CPU seconds it had used by the time the server was ready; then, in plain
 interpreters, what one worker pays to import the service module and what each service's
-__init__ costs (model load, warm-up). Medians over rounds.
+__init__ costs (model load, warm-up). Medians over rounds. ``--floor`` alternates each start with
+one of three empty services chained as ours (benchmarks/empty_services.py): BentoML's own start-up
+on this machine, the floor under any design with three services.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ def process_name(process: psutil.Process, root: int) -> str:
     return found.group(1) if found else "other: " + command[-50:]
 
 
-def one_start(env: dict[str, str]) -> dict[str, float]:
+def one_start(env: dict[str, str], target: str = "service:Toonify") -> dict[str, float]:
     port = free_port()
     began = time.time()
     server = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service:Toonify", "--port", str(port)],
+        [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -120,6 +122,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--twin", action="store_true", help="serve the cost twin (int8)")
+    parser.add_argument(
+        "--floor", action="store_true", help="alternate with three empty services chained"
+    )
     args = parser.parse_args()
     build_defaults()
     env = dict(os.environ)
@@ -128,7 +133,11 @@ def main() -> None:
         twin = build_twin()
         env |= {"TOONIFY_GENERATOR_MODEL": str(twin.tag), "TOONIFY_PRECISION": "int8"}
         label = "cost twin (int8), MTCNN"
-    runs = [one_start(env) for _ in range(args.rounds)]
+    runs, floor = [], []
+    for _ in range(args.rounds):
+        runs.append(one_start(env))
+        if args.floor:
+            floor.append(one_start(env, "benchmarks.empty_services:EmptyEntry")["ready_s"])
     keys = sorted({key for run in runs for key in run}, key=lambda k: (k != "ready_s", k))
     medians = {k: statistics.median(r[k] for r in runs if k in r) for k in keys}
     imports = {
@@ -151,6 +160,10 @@ def main() -> None:
     print("| figure | seconds or MB |\n|---|---|")
     for key, value in medians.items():
         print(f"| {key} | {value:.2f} |")
+    if floor:
+        empty = statistics.median(floor)
+        print(f"| three empty services, the same BentoML (--floor): ready_s | {empty:.2f} |")
+        print(f"| this service over the floor | +{medians['ready_s'] - empty:.2f} |")
     print("\n| one interpreter, alone (minus a bare interpreter's start) | seconds |\n|---|---|")
     base = singles["import the service module (every process pays it)"]
     for name, seconds in singles.items():

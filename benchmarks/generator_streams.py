@@ -3,17 +3,20 @@
     python -m benchmarks.generator_streams [--model animeganv3:latest] [--seconds 8] [--rounds 2]
 
 For the model at the precision the service would choose here, each configuration runs as the
-generator service runs it (``load_generator``, and as many callers as streams, each sending one
-crop at a time, as photos arrive under load): the layout before streams (OpenVINO, one stream
-on every thread) beside the current defaults (``pick_backend``, ``default_streams``) and the
-other combinations of backend and streams. Configurations alternate within
-each round; medians over rounds. Also the lone crop's latency (the generator at low load).
+generator service runs it (``load_generator``, as many callers as streams each sending one crop
+at a time as photos arrive under load, and the serving workers' malloc settings): the layout
+before streams (OpenVINO, one stream on every thread) beside the current defaults
+(``pick_backend``, ``default_streams``) and the other combinations of backend and streams.
+Configurations alternate within each round; medians over rounds. Also the lone crop's latency
+(the generator at low load).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import threading
 import time
 
@@ -23,6 +26,8 @@ import numpy as np
 from model_store import choose_precision, load_generator
 from tools.machine import describe_cpu
 from toonify.generation.generator import default_threads
+
+SERVED_MMAP_THRESHOLD = str(1 << 20)  # what service.py sets for every worker
 
 
 def saturate(generator, callers: int, size: int, seconds: float) -> tuple[float, float]:
@@ -58,6 +63,10 @@ def lone_latency(generator, size: int, runs: int = 9) -> float:
 
 
 def main() -> None:
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != SERVED_MMAP_THRESHOLD:
+        # glibc reads it at start: run again as the generator's worker runs (service.py)
+        env = os.environ | {"MALLOC_MMAP_THRESHOLD_": SERVED_MMAP_THRESHOLD}
+        os.execve(sys.executable, [sys.executable, "-m", __spec__.name, *sys.argv[1:]], env)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="animeganv3:latest")
     parser.add_argument("--seconds", type=float, default=8.0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -232,6 +234,39 @@ def test_every_patch_is_installed_and_a_changed_bentoml_fails_loudly(monkeypatch
     monkeypatch.setattr(bentoml, "__version__", "9.9.9")
     with pytest.raises(bentoml_patches.PatchOutOfDate, match=r"9\.9\.9.*bentoml-patches\.md"):
         bentoml_patches.require(False, "something it relied on")
+
+
+def test_the_app_factory_check_passes_here_and_fails_loudly_if_it_no_longer_reads_the_parsers(
+    monkeypatch,
+):
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    bentoml_patches.check_app_factory()  # what each service runs as it starts
+
+    async def endpoint_without_the_table(self, request):  # as if BentoML moved its parsers
+        return None
+
+    monkeypatch.setattr(ServiceAppFactory, "api_endpoint", endpoint_without_the_table)
+    with pytest.raises(bentoml_patches.PatchOutOfDate, match="ALL_SERDE"):
+        bentoml_patches.check_app_factory()
+
+
+def test_importing_the_service_module_loads_neither_aiohttp_nor_the_gateway():
+    """What `bentoml serve`'s main process pays before it starts the workers."""
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, service; "
+            "print([m for m in ('aiohttp', 'toonify.edge.gateway', '_bentoml_impl.server.app',"
+            " 'onnxruntime', 'openvino', 'cv2') if m in sys.modules])",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
 
 
 def test_an_in_process_caller_gets_the_exception():

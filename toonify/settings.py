@@ -46,7 +46,9 @@ class Settings(BaseModel):
     # on a CPU: one per thread up to four; OpenVINO and GPUs: one; generator.py default_streams).
     generator_streams: int = 0
     providers: str = "auto"  # or a comma list such as CUDAExecutionProvider,CPUExecutionProvider
-    backend: str = "auto"  # onnxruntime | openvino | auto (OpenVINO on CPU-only machines)
+    # onnxruntime | openvino | auto: OpenVINO for bf16 and int8 on CPU-only machines, else
+    # ONNX Runtime
+    backend: str = "auto"
     # f32 | bf16 | int8 | fp16 | auto: the fastest of int8, bf16 (fp16 on a GPU) whose import
     # measured >= min_psnr_db against fp32 on held-out real faces, else f32
     precision: str = "auto"
