@@ -127,6 +127,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     build_defaults()
+    # As `make serve` leaves it (make bytecode): compiled once, not by every process each start.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", "service.py", "toonify", "preprocess"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     env = dict(os.environ)
     label = "offline default (toon-filter, MTCNN)"
     if args.twin:
