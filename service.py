@@ -88,7 +88,6 @@ class Generator:
         from model_store import load_generator
         from toonify.generation.batching import Batcher
 
-        bentoml_patches.check_app_factory()
         self.generator = load_generator(
             self.model,
             threads=SETTINGS.generator_threads or None,
@@ -152,7 +151,6 @@ class Preprocess:
         from toonify.photos.budget import PhotoBudget
         from toonify.photos.worker import PhotoWork
 
-        bentoml_patches.check_app_factory()
         detector = create_detector(
             detector_spec(self.detector_model),
             DetectorSettings(
@@ -213,7 +211,6 @@ class Toonify:
     preprocess = bentoml.depends(Preprocess)
 
     def __init__(self) -> None:
-        bentoml_patches.check_app_factory()
         shutdown.hold_while_running()
         started("toonify")
 
@@ -311,7 +308,10 @@ def degrade_ladder() -> Ladder:
 
 
 def started(service: str) -> None:
-    """This process's service is ready: /metrics says so."""
+    """This process's service is ready: the app factory it was built by still reads our request
+    parsers (checked here, in the worker, not in `bentoml serve`'s main process), and /metrics
+    says so."""
+    bentoml_patches.check_app_factory()
     metrics.ready.labels(service).set(1)
 
 

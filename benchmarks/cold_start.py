@@ -129,7 +129,16 @@ def main() -> None:
     build_defaults()
     # As `make serve` leaves it (make bytecode): compiled once, not by every process each start.
     subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", "service.py", "toonify", "preprocess"],
+        [
+            sys.executable,
+            "-m",
+            "compileall",
+            "-q",
+            "service.py",
+            "toonify",
+            "preprocess",
+            "model_store",
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -16,29 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.generator_streams import lone_latency
 from model_store.build import calibration_faces, held_out_faces, lowest_psnr, one_at_a_time
 from tools.machine import describe_cpu
 from toonify.generation.generator import OnnxGenerator
 from toonify.generation.signature import GeneratorSignature
 
 SHARED_MODELS = Path(os.environ.get("TOONIFY_TEST_ASSETS", "../shared/models"))
-
-
-def milliseconds(generator: OnnxGenerator, face: np.ndarray, runs: int = 15) -> float:
-    generator(face)
-    times = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        generator(face)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -121,7 +110,7 @@ def main() -> None:
         bf16_ir = Path(folder) / "bf16" / "model.xml"
         openvino.save_model(model, str(bf16_ir), compress_to_fp16=True)
         bf16 = OnnxGenerator(bf16_ir, signature, backend="openvino", precision="bf16")
-        bf16_ms = milliseconds(bf16, faces[:1])
+        bf16_ms = lone_latency(bf16, faces[:1], runs=15) * 1000
         rows.append(
             ("bf16 (served now)", lowest_psnr(reference, one_at_a_time(bf16, faces)), bf16_ms)
         )
@@ -133,7 +122,7 @@ def main() -> None:
                 generator = OnnxGenerator(path, signature, backend="openvino", precision=precision)
                 psnr = lowest_psnr(reference, one_at_a_time(generator, faces))
                 label = f"{name}, activations {precision}" if weights_only else name
-                rows.append((label, psnr, milliseconds(generator, faces[:1])))
+                rows.append((label, psnr, lone_latency(generator, faces[:1], runs=15) * 1000))
     print(f"\n{describe_cpu()}; {source.name}, {len(faces)} held-out faces, bar 35 dB\n")
     print("| variant | lowest PSNR | passes | ms per crop | against bf16 |\n|---|---|---|---|---|")
     for name, psnr, ms in rows:

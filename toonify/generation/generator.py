@@ -61,9 +61,9 @@ def default_threads() -> int:
 
 def default_streams(backend: str, threads: int, providers: list[str]) -> int:
     """Crops run at once. ONNX Runtime on a CPU: one per core, up to four (its convolutions use a
-    second thread poorly: the offline default answered 1.22x more crops a second on two single-
+    second thread poorly: the offline default answered 1.36x more crops a second on two single-
     thread streams than on one two-thread stream). OpenVINO: one, as its oneDNN kernels use every
-    thread (two streams gained 1-2% on AnimeGANv3 and the twin and doubled a lone crop's time).
+    thread (two streams gained 1-13% on AnimeGANv3 and the twin and doubled a lone crop's time).
     One on a GPU. docs/performance.md."""
     if backend == "openvino" or providers[0] != "CPUExecutionProvider":
         return 1
@@ -177,7 +177,7 @@ class OpenVinoRunner:
 def pick_backend(backend: str, providers: str, precision: str = "f32") -> str:
     """auto: OpenVINO for bf16 and int8 on CPU-only machines where it is installed (ONNX
     Runtime's CPU provider has neither); ONNX Runtime for f32, where it ran the offline default
-    1.6x faster and starts faster (docs/performance.md), and on GPUs."""
+    1.4x faster on one stream (1.9x on two) and starts faster (docs/performance.md), and on GPUs."""
     if backend != "auto":
         return backend
     gpu = any(p in ort.get_available_providers() for p in PROVIDER_PREFERENCE[:2])
