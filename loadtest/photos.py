@@ -39,6 +39,13 @@ def phone_jpeg(photo: Image.Image, size: tuple[int, int] = (4032, 3024)) -> byte
     return _encode(canvas.transpose(Image.Transpose.ROTATE_90), quality=90, exif=exif.tobytes())
 
 
+def no_face_photo(fmt: str = "JPEG", size: tuple[int, int] = (4032, 3024)) -> bytes:
+    """A 12 MP photo with no face in it (scikit-image's coffee cup), as a phone or an editor
+    would save it: the upload most often answered 422 no_face."""
+    photo = Image.fromarray(skimage.data.coffee()).resize(size, Image.Resampling.BILINEAR)
+    return _encode(photo, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+
+
 def build_pool() -> list[Upload]:
     astronaut = Image.fromarray(skimage.data.astronaut())
     t1 = Path(importlib.util.find_spec("insightface").origin).parent / "data/images/t1.jpg"

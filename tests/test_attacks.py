@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from loadtest.photos import phone_jpeg
+from loadtest.photos import no_face_photo, phone_jpeg
 from tools.attacks import (
     attacker_socket,
     attacking,
@@ -111,14 +111,14 @@ def test_junk_floods_from_one_address_leave_the_others_at_the_full_level(server,
     assert served_at_full_level(answers) >= 0.8
 
 
-def entry_worker(server) -> psutil.Process:
+def service_worker(server, service: str = "toonify") -> psutil.Process:
     for process in psutil.Process(server.process.pid).children(recursive=True):
         arguments = process.cmdline()
         if "--service-name" in arguments and arguments[arguments.index("--service-name") + 1] == (
-            "toonify"
+            service
         ):
             return process
-    raise AssertionError("no entry worker")
+    raise AssertionError(f"no {service} worker")
 
 
 def instance_rss_mb(server) -> float:
@@ -135,7 +135,7 @@ def test_unread_answers_are_bounded_in_memory(server, astronaut):
     with httpx.Client(base_url=server.url, timeout=120) as client:  # the same work, read, first
         for _ in range(2):
             assert client.post(path, content=upload).status_code == 200
-    entry = entry_worker(server)
+    entry = service_worker(server)
     before_entry, before = entry.memory_info().rss / 2**20, instance_rss_mb(server)
     sockets = unread_answers(server.url, path, upload, 40)
     peak_entry, peak = before_entry, before
@@ -154,6 +154,23 @@ def test_unread_answers_are_bounded_in_memory(server, astronaut):
     # preprocessing worker's pixel budget (one 12 MP paste_back at a time).
     assert peak - before < 150, (before, peak)
     assert httpx.post(f"{server.url}/toonify", content=upload, timeout=120).status_code == 200
+
+
+def test_photos_without_a_face_leave_nothing_behind(server):
+    """Every 422 no_face once kept its decoded photo (12-190 MB) until Python's next full garbage
+    collection, which a busy worker may not reach before it runs out of memory."""
+    photos = [no_face_photo("JPEG"), no_face_photo("PNG")]
+    worker = service_worker(server, "toonify-preprocess")
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        for photo in photos:  # the allocator's pools for these sizes, once
+            assert client.post("/toonify", content=photo).status_code == 422
+        before = worker.memory_info().rss / 2**20
+        for index in range(24):
+            answer = client.post("/toonify", content=photos[index % 2])
+            assert answer.status_code == 422 and answer.json()["error"] == "no_face"
+    after = worker.memory_info().rss / 2**20
+    print(f"preprocessing worker {before:.0f} -> {after:.0f} MB after 24 photos without a face")
+    assert after - before < 60, (before, after)
 
 
 def photo_files(root: Path, since: float, token: bytes) -> tuple[list[Path], list[Path]]:
