@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from preprocess import ImageTooLarge, NoFaceFound, NotAnImage
+from preprocess import ImageTooLarge, NoFaceFound, NotAnImage, decode_image, orient_image, to_rgb
 from toonify.errors import (
     BY_CODE,
     GeneratorUnavailable,
@@ -24,6 +24,8 @@ from toonify.errors import (
 from toonify.photos.answer_image import answer_size, encode_image, face_sheet
 from toonify.schema import OutputFormat, ToonifyOptions, describe_validation_error
 from toonify.settings import Settings
+
+from .metadata import marks_in, with_every_metadata
 
 
 def test_options_from_form_fields_decode_like_bentoml():
@@ -175,3 +177,14 @@ def test_a_misspelt_setting_is_refused_and_other_readers_names_pass():
         Settings.from_env({"TOONIFY_MAX_INFLIGHT": "4"})
     readers = {"TOONIFY_COST_PROFILE": "custom", "TOONIFY_TEST_ASSETS": "/x", "PATH": "/bin"}
     assert Settings.from_env(readers) == Settings()
+
+
+@pytest.mark.parametrize("upload_format", ["JPEG", "PNG", "WEBP"])
+@pytest.mark.parametrize("fmt", list(OutputFormat))
+def test_an_answer_made_from_the_photo_carries_none_of_its_metadata(upload_format, fmt):
+    """A pasted-back answer is the upload's own decoded pixels: what Pillow read of the upload
+    (comment, EXIF, XMP, ICC, APPn, text chunks) must not be written out again."""
+    upload = with_every_metadata(Image.new("RGB", (96, 64), "teal"), upload_format)
+    assert len(marks_in(upload)) >= 3
+    photo = to_rgb(orient_image(decode_image(upload)))
+    assert marks_in(encode_image(photo, fmt)) == []

@@ -21,6 +21,7 @@ from PIL import Image
 from tools.served import scrape
 
 from .conftest import asset, insightface_image
+from .metadata import marks_in, with_every_metadata
 
 MAX_BYTES = 4 * 1024 * 1024
 
@@ -550,3 +551,27 @@ def test_a_generator_that_cannot_run_smaller_has_no_reduced_level(
     )
     response = httpx.post(f"{server.url}/toonify", content=encoded(astronaut), timeout=120)
     assert response.status_code == 503 and response.json()["error"] == "overloaded"
+
+
+@pytest.mark.parametrize("upload_format", ["JPEG", "PNG", "WEBP"])
+def test_no_answer_carries_the_uploads_metadata(client, astronaut, upload_format):
+    """Comment, EXIF, XMP, ICC, APPn and text chunks in the upload; none of it in any answer:
+    each format, the face or the whole photo, as an image, in JSON, or as a job's result."""
+    upload = with_every_metadata(astronaut, upload_format)
+    answers = []
+    for fmt, paste_back in itertools.product(("jpeg", "png", "webp"), ("false", "true")):
+        query = f"format={fmt}&paste_back={paste_back}"
+        answer = client.post(f"/toonify/raw?{query}", content=upload)
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.content)
+    as_json = client.post(
+        "/toonify/json", files={"image": ("a", upload)}, data={"paste_back": "true"}
+    )
+    answers.append(base64.b64decode(as_json.json()["image"]))
+    job = client.post("/jobs/raw?paste_back=true", content=upload).json()
+    for _ in range(600):
+        if client.get(job["status_url"]).json()["status"] in ("done", "failed"):
+            break
+        time.sleep(0.1)  # a client's poll interval
+    answers.append(client.get(job["result_url"]).content)
+    assert [marks_in(answer) for answer in answers] == [[]] * len(answers)

@@ -86,6 +86,10 @@ def face_sheet(toons: np.ndarray, aligned: np.ndarray | None, side: int) -> Imag
 
 
 def encode_image(image: Image.Image, fmt: OutputFormat, quality: int = 90) -> bytes:
+    """The answer's bytes: its pixels and nothing of the upload. A pasted-back answer is the
+    photo's own decoded image, and Pillow writes back what it read of it unless told not to
+    (a JPEG's comment, a PNG's ICC profile)."""
+    image.info = {}
     buffer = io.BytesIO()
     if fmt is OutputFormat.png:
         image.save(buffer, "PNG", compress_level=3)  # level 6 costs 3x the time for ~5%
