@@ -49,6 +49,16 @@ def test_the_webhook_is_taken_out_of_the_query_once():
         ("https://169.254.169.254/latest/meta-data", "private, loopback"),  # cloud metadata
         ("https://[::1]/hook", "private, loopback"),
         ("https://[::ffff:127.0.0.1]/hook", "private, loopback"),
+        ("https://[::7f00:1]/hook", "private, loopback"),  # IPv4-compatible
+        ("https://[::127.0.0.1]/hook", "private, loopback"),
+        ("https://[::ffff:0:7f00:1]/hook", "private, loopback"),  # IPv4-translated
+        ("https://[64:ff9b::7f00:1]/hook", "private, loopback"),  # NAT64
+        ("https://[64:ff9b::a9fe:a9fe]/hook", "private, loopback"),  # NAT64 to the metadata
+        ("https://[64:ff9b:1::a01:203]/hook", "private, loopback"),  # local-use NAT64
+        ("https://[2002:7f00:1::]/hook", "private, loopback"),  # 6to4
+        ("https://[2002:a01:203::1]/hook", "private, loopback"),  # 6to4 to 10.1.2.3
+        ("https://224.0.0.1/hook", "private, loopback"),  # multicast
+        ("https://[ff0e::1]/hook", "private, loopback"),
         ("https://93.184.216.34:99999/hook", "not a URL"),
         ("https://93.184.216.34/" + "a" * 1100, "at most"),
     ],
@@ -63,6 +73,8 @@ def test_urls_a_webhook_may_not_go_to_are_a_400_saying_why(url, why):
 def test_public_urls_are_taken_and_private_ones_only_where_allowed():
     public = WebhookSender(Settings(webhook_secret=SECRET))
     assert asyncio.run(public.check("https://93.184.216.34/hook")) == "https://93.184.216.34/hook"
+    for wrapped in ("[64:ff9b::5db8:d822]", "[2002:5db8:d822::1]", "[2606:4700::1111]"):
+        assert asyncio.run(public.check(f"https://{wrapped}/hook"))  # public inside: taken
     private = WebhookSender(Settings(webhook_secret=SECRET, webhook_allow_private=True))
     assert asyncio.run(private.check("https://127.0.0.1:8443/hook"))
     with pytest.raises(BadOption, match="no webhooks"):  # no secret: no webhooks at all

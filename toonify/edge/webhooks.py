@@ -57,6 +57,28 @@ def split_webhook(query: bytes) -> tuple[str | None, bytes]:
     return url, b"&".join(kept)
 
 
+# IPv6 forms that carry an IPv4 address in their low 32 bits (RFC 4291 IPv4-compatible,
+# RFC 2765 IPv4-translated, RFC 6052 NAT64 and RFC 8215 local-use NAT64): on a host with such a
+# translator they reach that IPv4 address, so it is what must be public.
+EMBEDDED_IPV4 = tuple(
+    ipaddress.ip_network(net)
+    for net in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
+)
+
+
+def is_public_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """An address on the public internet that names one host: not loopback, private,
+    link-local, reserved or multicast, also when wrapped in an IPv6 form that a translator
+    unwraps (Python's ``is_global`` says True for ``::7f00:1`` and ``224.0.0.1``)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is None and any(address in net for net in EMBEDDED_IPV4):
+            inner = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if inner is not None:
+            return is_public_unicast(inner)
+    return address.is_global and not address.is_multicast
+
+
 class WebhookSender:
     def __init__(self, settings: Settings) -> None:
         self.allow_private = settings.webhook_allow_private
@@ -87,7 +109,7 @@ class WebhookSender:
         except (OSError, UnicodeError):
             raise BadOption(f"webhook: the host {parts.hostname} cannot be resolved.") from None
         addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in found}
-        if not self.allow_private and not all(address.is_global for address in addresses):
+        if not self.allow_private and not all(map(is_public_unicast, addresses)):
             raise BadOption(
                 f"webhook: {parts.hostname} is a private, loopback or reserved address; give a "
                 "public https:// URL."
