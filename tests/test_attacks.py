@@ -21,6 +21,7 @@ import pytest
 
 from loadtest.photos import no_face_photo, phone_jpeg
 from tools.attacks import (
+    attacker_addresses,
     attacker_socket,
     attacking,
     junk_flood,
@@ -50,6 +51,22 @@ def test_stalled_uploads_from_one_address_leave_the_others_served(server, photo)
     off: they hold the receiving slots of their own address only."""
 
     stop, _ = attacking(64, stalled_upload(server.url))
+    try:
+        answers = normal_user(server.url, photo, HOLD_S)
+    finally:
+        stop.set()
+    assert len(answers) >= 5 and served_at_full_level(answers) >= 0.8, answers
+
+
+@pytest.mark.parametrize(("addresses", "each"), [(8, 20), (32, 8)])
+def test_stalled_uploads_from_many_addresses_leave_the_others_served(
+    server, photo, addresses, each
+):
+    """Many addresses at their shares once filled the hard limit (8 x 20 stalls served the
+    normal user 0 of 33): an arrival with nothing arriving takes over a stalled upload of the
+    address holding the most."""
+    stalls = [stalled_upload(server.url, address) for address in attacker_addresses(addresses)]
+    stop, _ = attacking(each, *stalls)
     try:
         answers = normal_user(server.url, photo, HOLD_S)
     finally:

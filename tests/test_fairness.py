@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 
-from toonify.edge.fairness import FairSlots, client_address, parse_networks
+import pytest
+
+from toonify.edge.fairness import (
+    FairSlots,
+    PreemptibleSlots,
+    client_address,
+    client_network,
+    parse_networks,
+)
 
 
 def test_a_client_alone_meets_the_whole_bound_and_others_count_up_to_their_share():
@@ -44,3 +53,59 @@ def test_the_client_behind_a_trusted_proxy_is_the_nearest_untrusted_hop():
     assert client_address("198.51.100.7", ["203.0.113.9"], proxies) == "198.51.100.7"
     assert client_address("10.1.2.3", ["not-an-ip, 10.4.4.4"], proxies) == "not-an-ip"
     assert client_address(None, [], ()) == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("address", "ipv4_prefix", "network"),
+    [
+        ("2001:db8:1:2:aaaa::1", 32, "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:1234:5678:9abc", 32, "2001:db8:1:2::/64"),
+        ("::ffff:198.51.100.7", 32, "198.51.100.7"),
+        ("198.51.100.7", 32, "198.51.100.7"),
+        ("198.51.100.7", 24, "198.51.100.0/24"),
+        ("unknown", 24, "unknown"),
+    ],
+)
+def test_a_client_is_its_network(address, ipv4_prefix, network):
+    assert client_network(address, ipv4_prefix, 64) == network
+
+
+def test_an_arrival_with_less_arriving_takes_over_the_heaviest_clients_oldest_slot():
+    """Eight attackers at their shares fill the hard limit; a ninth client still gets in, and the
+    attacker that loses a slot is the one holding the most, its longest-held one first."""
+
+    async def scenario():
+        slots = PreemptibleSlots(share=2, hard_limit=8)
+        stalls: dict[tuple[str, int], asyncio.Task] = {}
+        cut: list[tuple[str, int]] = []
+        started = asyncio.Event()
+
+        async def stall(client: str, index: int) -> None:
+            with slots.holding(client) as holder:
+                started.set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    if not holder.cut:
+                        raise
+                    cut.append((client, index))
+
+        for index, client in enumerate(["a"] * 3 + ["b"] * 2 + ["c"] * 2 + ["d"]):
+            stalls[client, index] = asyncio.create_task(stall(client, index))
+            await asyncio.sleep(0)
+        assert slots.total == 8 and slots.full_for("user", 8)
+        assert slots.make_room("user")
+        await asyncio.sleep(0)
+        assert cut == [("a", 0)] and slots.held["a"] == 2 and slots.total == 7
+        with slots.holding("user"):
+            # Nobody holds two more than "d" (one) does; a newcomer with none takes one of two.
+            assert slots.make_room("b") is False and slots.make_room("d") is False
+            assert slots.make_room("newcomer") is True
+            await asyncio.sleep(0)
+            assert len(cut) == 2 and cut[-1][0] in "abc"
+        for task in stalls.values():
+            task.cancel()
+        await asyncio.gather(*stalls.values(), return_exceptions=True)
+        assert slots.total == 0 and not slots.holders
+
+    asyncio.run(scenario())

@@ -20,33 +20,44 @@ ATTACKER = "127.0.0.2"
 Attack = Callable[[threading.Event], None]  # runs until its event is set
 
 
-def attacker_socket(url: str, receive_buffer: int | None = None) -> socket.socket:
+def attacker_addresses(count: int) -> list[str]:
+    """``count`` more loopback addresses (127.0.1.1 on), for attacks from many addresses."""
+    return [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(count)]
+
+
+def attacker_socket(
+    url: str, receive_buffer: int | None = None, address: str = ATTACKER
+) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     sock = socket.socket()
     if receive_buffer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.bind((ATTACKER, 0))
+    sock.bind((address, 0))
     sock.settimeout(30)
     sock.connect((host, int(port)))
     return sock
 
 
-def attacking(count: int, attack: Attack) -> tuple[threading.Event, list]:
-    """``count`` threads running ``attack(stop)``; set ``stop`` to end them."""
+def attacking(count: int, *attacks: Attack) -> tuple[threading.Event, list]:
+    """``count`` threads running each ``attack(stop)``; set ``stop`` to end them."""
     stop = threading.Event()
-    threads = [threading.Thread(target=attack, args=(stop,), daemon=True) for _ in range(count)]
+    threads = [
+        threading.Thread(target=attack, args=(stop,), daemon=True)
+        for attack in attacks
+        for _ in range(count)
+    ]
     for thread in threads:
         thread.start()
     return stop, threads
 
 
-def stalled_upload(url: str) -> Attack:
+def stalled_upload(url: str, address: str = ATTACKER) -> Attack:
     """Headers announcing 100 KB, then nothing; reconnect as soon as the server cuts it off."""
 
     def stall(stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                with attacker_socket(url) as sock:
+                with attacker_socket(url, address=address) as sock:
                     sock.sendall(
                         b"POST /toonify HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                         b"Content-Length: 100000\r\n\r\n"

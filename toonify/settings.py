@@ -91,6 +91,9 @@ class Settings(BaseModel):
     # counts for at most this share of each bound (receiving, processing, unsent answers).
     client_share: float = 0.25
     trusted_proxies: str = ""  # comma list of proxies whose X-Forwarded-For names the client
+    # A client is the network of this prefix: one IPv6 /64 is one subscriber's, usually.
+    client_ipv4_prefix: int = 32
+    client_ipv6_prefix: int = 64
     max_query_bytes: int = 2048  # checked before the query is parsed
     max_query_params: int = 16
     # Upload bytes of the requests being worked on, per instance (a client alone meets all of
@@ -153,6 +156,10 @@ class Settings(BaseModel):
             raise ValueError("TOONIFY_DEGRADED_SIZE must lie between 16 and TOONIFY_CROP_SIZE")
         if not 0 < self.client_share <= 1:
             raise ValueError("TOONIFY_CLIENT_SHARE must lie in (0, 1]")
+        if not (8 <= self.client_ipv4_prefix <= 32 and 16 <= self.client_ipv6_prefix <= 128):
+            raise ValueError(
+                "TOONIFY_CLIENT_IPV4_PREFIX must lie in 8-32, TOONIFY_CLIENT_IPV6_PREFIX in 16-128"
+            )
         if self.degraded_max_in_flight < self.max_in_flight:
             raise ValueError(
                 "TOONIFY_DEGRADED_MAX_IN_FLIGHT must be at least TOONIFY_MAX_IN_FLIGHT"

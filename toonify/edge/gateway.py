@@ -51,7 +51,7 @@ from ..levels import Ladder, Level
 from ..schema import ToonifyOptions
 from ..settings import Settings
 from .context import CLIENT, DEADLINE, LEVEL, request_level
-from .fairness import FairSlots, client_address, parse_networks
+from .fairness import FairSlots, PreemptibleSlots, client_address, client_network, parse_networks
 from .forms import photos_in_memory
 from .job_desk import JobDesk
 from .responses import server_timing
@@ -116,7 +116,7 @@ class Gateway:
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
         share = settings.client_share
         # Each bound held per client address; the hard limits bound the real totals.
-        self.receiving = FairSlots(
+        self.receiving = PreemptibleSlots(
             round(share * settings.max_receiving), hard_limit=2 * settings.max_receiving
         )
         self.processing = FairSlots(
@@ -226,7 +226,10 @@ class Gateway:
     def _level_for(self, client: str) -> Level:
         """The ladder's level for a request of ``client``: its own requests count in full, other
         clients' up to their share; past the hard limit everyone is refused."""
-        if self.processing.total >= self.processing.hard_limit:
+        # Past the hard limit a client with nothing in flight still has its share: many
+        # addresses at their shares cannot shut everyone else out.
+        slots = self.processing
+        if slots.total >= slots.hard_limit + (0 if slots.held[client] else slots.share):
             raise self._overloaded("The service is at capacity")
         return self.ladder.level_for(self.processing.weight_for(client))
 
@@ -244,29 +247,41 @@ class Gateway:
         )
 
     def client_of(self, scope: Scope) -> str:
-        """The address a request is counted against (fairness.py)."""
-        return client_address(
+        """The network a request is counted against (fairness.py)."""
+        address = client_address(
             (scope.get("client") or (None,))[0],
             Headers(scope=scope).getlist("x-forwarded-for"),
             self.trusted_proxies,
         )
+        settings = self.settings
+        return client_network(address, settings.client_ipv4_prefix, settings.client_ipv6_prefix)
 
     async def read_upload(
-        self, scope: Scope, receive: Receive, client: str, slots: FairSlots, bound: int
+        self, scope: Scope, receive: Receive, client: str, slots: PreemptibleSlots, bound: int
     ) -> bytes:
         """The upload's body, read within ``bound`` uploads being received (``client``'s own in
-        full, the others' up to their share), the byte limit and the body's deadlines."""
-        if slots.full_for(client, bound):
-            raise self._overloaded("Too many uploads are arriving at once")
+        full, the others' up to their share; past it the client with the most arriving gives
+        one up), the byte limit and the body's deadlines."""
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.upload_limit:
             raise ImageTooLarge(self.too_large(int(declared)))
-        slots.take(client)
+        if slots.full_for(client, bound) and not slots.make_room(client):
+            raise self._overloaded("Too many uploads are arriving at once")
         metrics.uploads_receiving.inc()
         try:
-            return await read_body(receive, self.upload_limit, self.settings, self.too_large)
+            with slots.holding(client) as holder:
+                try:
+                    return await read_body(
+                        receive, self.upload_limit, self.settings, self.too_large
+                    )
+                except asyncio.CancelledError:
+                    if not holder.cut:
+                        raise
+                    holder.task.uncancel()
+                    raise self._overloaded(
+                        "Too many uploads are arriving from your network at once"
+                    ) from None
         finally:
-            slots.give_back(client)
             metrics.uploads_receiving.dec()
 
     def _answer_fits(self, client: str, length: int) -> bool:

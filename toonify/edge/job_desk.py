@@ -36,7 +36,7 @@ from ..errors import (
 from ..levels import Level
 from ..schema import JobStatus, ToonifyOptions
 from .context import CLIENT, DEADLINE, LEVEL
-from .fairness import FairSlots
+from .fairness import FairSlots, PreemptibleSlots
 from .forms import PhotoForm, RawPhoto, photos_in_memory
 from .jobs import Answer, Claim, JobStore, Upload, eta_s, is_job_id, open_store
 from .uploads import check_query, replay, to_its_parser
@@ -82,7 +82,7 @@ class Entry(Protocol):
     def client_of(self, scope: dict) -> str: ...
 
     async def read_upload(
-        self, scope: dict, receive: Any, client: str, slots: FairSlots, bound: int
+        self, scope: dict, receive: Any, client: str, slots: PreemptibleSlots, bound: int
     ) -> bytes: ...
 
 
@@ -108,7 +108,7 @@ class JobDesk:
         # Submissions are received within their own bound: a queue is for when the processing
         # bounds (from which max_receiving follows) are full.
         self.receiving_bound = max(self.settings.max_receiving, 64)
-        self.receiving = FairSlots(
+        self.receiving = PreemptibleSlots(
             round(self.settings.client_share * self.receiving_bound), 2 * self.receiving_bound
         )
 
