@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import os
+import signal
+import sqlite3
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -528,3 +532,36 @@ def test_hostile_uploads_get_the_same_refusal_at_jobs_as_at_toonify(
             ), kind
         depth = client.get("/metrics").text
     assert "toonify_queue_depth 0.0" in depth  # nothing was queued
+
+
+@pytest.mark.served
+def test_sigterm_with_a_backlog_exits_in_time_and_loses_no_job(
+    serve, default_models, astronaut, tmp_path
+):
+    """SIGTERM with 200 jobs waiting: no job starts after it, the running ones finish, the
+    instance exits within the request timeout and a few seconds, and every job is either done
+    with its answer or still in line with its photo (the next start runs it)."""
+    timeout_s = 20
+    server = serve(request_timeout_s=timeout_s, queue_dir=str(tmp_path / "queue"))
+    buffer = io.BytesIO()
+    astronaut.resize((2048, 2048)).save(buffer, "JPEG")
+    path = f"{server.url}/jobs/raw?paste_back=true"
+    with ThreadPoolExecutor(8) as pool:
+        submitted = list(
+            pool.map(lambda _: httpx.post(path, content=buffer.getvalue(), timeout=60), range(200))
+        )
+    assert [s.status_code for s in submitted] == [202] * 200
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        wait_for_job(client, submitted[0].json(), time.monotonic() + 60)
+    signalled = time.monotonic()
+    os.killpg(server.process.pid, signal.SIGTERM)
+    server.process.wait(timeout=timeout_s + 60)
+    exited_s = time.monotonic() - signalled
+    with sqlite3.connect(tmp_path / "queue" / "jobs.sqlite3") as db:
+        rows = db.execute(
+            "SELECT status, photo IS NOT NULL, answer IS NOT NULL FROM jobs"
+        ).fetchall()
+    ends = Counter(rows)
+    print(f"exited {exited_s:.1f} s after SIGTERM; jobs {dict(ends)}")
+    assert exited_s < timeout_s + 5
+    assert len(rows) == 200 and set(ends) <= {("done", 0, 1), ("queued", 1, 0)}, ends

@@ -85,6 +85,9 @@ class Settings(BaseModel):
     webhook_allow_private: bool = False
     webhook_ca_file: str = ""
     queue_max_jobs: int = 10_000
+    # Jobs running at once per instance: each takes CPU from the next /toonify (docs/jobs.md);
+    # 0: this instance takes submissions but runs none.
+    queue_max_running: int = 2
     queue_max_bytes: int = 2 * 2**30
     result_ttl_s: float = 3600.0
     # Fairness per client address (toonify/edge/fairness.py): against other clients, one address

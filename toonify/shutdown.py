@@ -22,6 +22,9 @@ from pathlib import Path
 logger = logging.getLogger("toonify.shutdown")
 
 _held: list[int] = []  # the entry's lock, open for the life of the process
+# Set at the first SIGTERM or SIGINT in the entry worker, before the server's own handling: the
+# job queue stops starting jobs at once, while the server drains its requests.
+STOPPING = threading.Event()
 
 
 def lock_path() -> Path:
@@ -30,10 +33,25 @@ def lock_path() -> Path:
 
 
 def hold_while_running() -> None:
-    """In the entry worker: hold the shared lock until the process exits."""
+    """In the entry worker: hold the shared lock until the process exits, and set ``STOPPING``
+    at the first signal before the server handles it."""
     descriptor = os.open(lock_path(), os.O_CREAT | os.O_RDWR, 0o600)
     fcntl.flock(descriptor, fcntl.LOCK_SH)
     _held.append(descriptor)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        server_handler = signal.getsignal(signum)
+        if callable(server_handler):
+            signal.signal(signum, _noting_stop(server_handler))
+
+
+def _noting_stop(server_handler):
+    def handler(received: int, frame) -> None:
+        STOPPING.set()
+        server_handler(received, frame)
+
+    return handler
 
 
 def entry_has_exited(descriptor: int) -> bool:

@@ -23,7 +23,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .. import metrics
+from .. import metrics, shutdown
 from ..errors import (
     ErrorAnswers,
     Expired,
@@ -103,8 +103,9 @@ class JobDesk:
         self.store: JobStore | None = None
         self.wake = asyncio.Event()
         self._loop: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
+        self._running: dict[asyncio.Task, Claim] = {}
         self._app_scope: dict = {}
+        self.drain_rate = 0.0  # jobs finished per second over DRAIN_WINDOW_S, read each round
         # Submissions are received within their own bound: a queue is for when the processing
         # bounds (from which max_receiving follows) are full.
         self.receiving_bound = max(self.settings.max_receiving, 64)
@@ -127,8 +128,21 @@ class JobDesk:
         self._loop = asyncio.create_task(self._run_jobs())
 
     async def stop(self) -> None:
+        """At the server's shutdown (SIGTERM stopped new jobs already): running jobs finish
+        within their deadline; any still running then goes back in line at its place."""
         if self._loop is not None:
             self._loop.cancel()
+        if self._running:
+            logger.info("stopping: waiting for %d running jobs", len(self._running))
+            claims = dict(self._running)
+            await asyncio.wait(claims, timeout=self.settings.request_timeout_s)
+            for task, claim in claims.items():
+                if not task.done():
+                    task.cancel()
+                    try:
+                        await self.store.release(claim)
+                    except Exception as exc:  # its claim lapses instead: it runs again
+                        logger.warning("job %s: not put back in line: %r", claim.job.id, exc)
         await self.webhooks.close()
         if self.store is not None:
             await self.store.close()
@@ -198,7 +212,7 @@ class JobDesk:
         position = eta = None
         if job.status == "queued":
             position = await self.store.position(job)
-            eta = eta_s(position, await self.store.drain_rate(DRAIN_WINDOW_S))
+            eta = eta_s(position, self.drain_rate)
         return JobStatus(
             id=job.id,
             status=job.status,
@@ -228,8 +242,15 @@ class JobDesk:
 
     # --- running jobs ------------------------------------------------------------------------
 
-    def _has_full_slot(self) -> bool:
-        return self.gateway.processing.total < self.gateway.ladder.full_bound
+    def _may_start_a_job(self) -> bool:
+        """A job starts while the instance is below the full level and fewer than
+        ``queue_max_running`` jobs run: jobs use the capacity /toonify leaves, and each one
+        running takes CPU from the next /toonify (docs/jobs.md)."""
+        return (
+            not shutdown.STOPPING.is_set()
+            and len(self._running) < self.settings.queue_max_running
+            and self.gateway.processing.total < self.gateway.ladder.full_bound
+        )
 
     async def _run_jobs(self) -> None:
         while True:
@@ -240,14 +261,16 @@ class JobDesk:
             self.wake.clear()
             try:
                 await self.store.maintain()
-                while self._has_full_slot() and (claim := await self.store.claim()):
+                while self._may_start_a_job() and (claim := await self.store.claim()):
                     self.gateway.processing.take(QUEUE_CLIENT)
                     task = asyncio.create_task(self._run(claim))
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
+                    self._running[task] = claim
+                    task.add_done_callback(self._running.pop)
                 count, oldest = await self.store.depth()
                 metrics.queue_depth.set(count)
                 metrics.queue_oldest_seconds.set(oldest)
+                # Read once a round, not per status poll: every poll would scan the window.
+                self.drain_rate = await self.store.drain_rate(DRAIN_WINDOW_S)
             except Exception as exc:  # a store that cannot be reached: try again next round
                 logger.warning("the job loop failed a round; it goes on: %r", exc)
 
