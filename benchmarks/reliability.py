@@ -4,7 +4,7 @@
     python -m benchmarks.reliability fuzz [--bodies 10000]
     python -m benchmarks.reliability kill           # workers killed under load
     python -m benchmarks.reliability sigterm        # SIGTERM under load
-    python -m benchmarks.reliability memory [--requests 5000]
+    python -m benchmarks.reliability memory [--requests 2000]   # faces, none, junk, cancelled
     python -m benchmarks.reliability internal [--tree DIR] [--uploads 1000]
 
 Each starts its own `bentoml serve` (of this tree, or --tree), prints what it saw and a verdict.
@@ -19,6 +19,7 @@ import io
 import os
 import random
 import signal
+import socket
 import statistics
 import struct
 import tempfile
@@ -39,7 +40,7 @@ import psutil  # noqa: E402
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from loadtest.photos import build_pool, choose  # noqa: E402
+from loadtest.photos import build_pool, choose, no_face_photo  # noqa: E402
 from model_store.build import build_defaults  # noqa: E402
 from tools.machine import describe_cpu  # noqa: E402
 from tools.served import Served, hammering  # noqa: E402
@@ -511,39 +512,72 @@ def rss_by_service(server: Served) -> dict[str, float]:
     return sizes
 
 
+def cancelled_upload(url: str, data: bytes, path: str = "/toonify") -> int:
+    """Half of the photo, then the connection closed: the upload is abandoned (status 0)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        sock.sendall(f"{head}Content-Length: {len(data)}\r\n\r\n".encode() + data[: len(data) // 2])
+    return 0
+
+
+def walked_away(client: httpx.Client, data: bytes) -> int:
+    """The whole photo, then gone before the answer: the work in flight is abandoned."""
+    try:
+        client.post("/toonify", content=data, timeout=0.2)
+    except httpx.TimeoutException:
+        return 0
+    return 200
+
+
 def memory(args) -> None:
     server = start()
     pool, rng = build_pool(), random.Random(3)
-    jobs = [choose(pool, rng) for _ in range(args.requests)]
+    no_face = [no_face_photo("JPEG"), no_face_photo("PNG")]
     bad = [b"not a photo", encode(ASTRONAUT, "JPEG")[:5000]]
+    kinds = ["mix", "no_face", "bad", "cancelled", "walked_away"]
+    plan = [rng.choices(kinds, weights=[70, 12, 6, 6, 6])[0] for _ in range(args.requests)]
+    jobs = [(kind, choose(pool, rng)) for kind in plan]
     samples, statuses = [], Counter()
     try:
         with httpx.Client(base_url=server.url, timeout=DEADLINE_S + 10) as client:
 
             def post(job) -> int:
-                upload, options = job
-                data = upload.data if rng.random() > 0.05 else rng.choice(bad)
-                return client.post("/toonify", params=options, content=data).status_code
+                kind, (upload, options) = job
+                if kind == "no_face":
+                    return client.post("/toonify", content=rng.choice(no_face)).status_code
+                if kind == "bad":
+                    return client.post("/toonify", content=rng.choice(bad)).status_code
+                if kind == "cancelled":
+                    return cancelled_upload(server.url, upload.data)
+                if kind == "walked_away":
+                    return walked_away(client, upload.data)
+                return client.post("/toonify", params=options, content=upload.data).status_code
 
+            step = max(1, args.requests // 10)
             with ThreadPoolExecutor(4) as pool_:
-                for done in range(0, args.requests, 500):
-                    statuses.update(pool_.map(post, jobs[done : done + 500]))
-                    samples.append((done + 500, rss_by_service(server)))
-                    print(done + 500, {k: round(v) for k, v in samples[-1][1].items()}, flush=True)
+                for done in range(0, args.requests, step):
+                    statuses.update(pool_.map(post, jobs[done : done + step]))
+                    samples.append((done + step, rss_by_service(server)))
+                    print(done + step, {k: round(v) for k, v in samples[-1][1].items()}, flush=True)
     finally:
         server.stop()
     # Growth after warm-up: the least-squares slope of each process's RSS over the samples from
-    # 2000 requests on (single samples move by tens of MB as big photos come and go).
-    warm = [s for s in samples if s[0] >= 2000]
+    # the fifth of the run on (single samples move by tens of MB as big photos come and go).
+    warm = [s for s in samples if s[0] > args.requests // 5]
     counts = np.array([count for count, _ in warm], dtype=float)
     report = []
     for name in warm[0][1]:
         sizes = np.array([sizes[name] for _, sizes in warm])
         slope = np.polyfit(counts / 1000, sizes, 1)[0]
-        report.append(f"{name} {sizes[0]:.0f} -> {sizes[-1]:.0f} MB ({slope:+.1f} MB per 1000)")
+        report.append(
+            f"{name} {sizes[0]:.0f} -> {sizes[-1]:.0f} MB (peak {sizes.max():.0f}; "
+            f"{slope:+.1f} MB per 1000)"
+        )
     print(
-        f"\n{args.requests} mixed requests ({dict(statuses)}); RSS from {warm[0][0]} to "
-        f"{warm[-1][0]} requests: " + "; ".join(report)
+        f"\n{args.requests} requests ({dict(Counter(plan))}; answers {dict(statuses)}, 0 = "
+        f"abandoned by the client); RSS from {warm[0][0]} to {warm[-1][0]} requests: "
+        + "; ".join(report)
     )
 
 
@@ -586,7 +620,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", choices=["hostile", "fuzz", "kill", "sigterm", "memory", "internal"])
     parser.add_argument("--bodies", type=int, default=10_000)
-    parser.add_argument("--requests", type=int, default=5_000)
+    parser.add_argument("--requests", type=int, default=2_000)
     parser.add_argument("--uploads", type=int, default=1_000)
     parser.add_argument("--tree", type=Path, help="internal: another source tree to compare")
     args = parser.parse_args()

@@ -25,7 +25,8 @@ import yaml
 
 from tools.containers import IMAGE, image_exists, podman
 from tools.served import wait_for_200
-from toonify.cost import BillingMeter, cost_per_1000_images, profile_from_env
+from toonify.cost import BillingMeter, cost_per_1000_images, price_profile
+from toonify.settings import CostSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
@@ -296,7 +297,7 @@ class Fleet:
 def billed_usd(records: list[dict]) -> float:
     """What one instance is billed for these requests: the service's own meter, fed the client's
     start and end times (same profile, same instance size)."""
-    meter = BillingMeter(profile_from_env())
+    meter = BillingMeter(price_profile(CostSettings()))
     events = sorted([(r["t"], 0) for r in records] + [(r["t"] + r["latency"], 1) for r in records])
     usd = 0.0
     for when, kind in events:

@@ -38,6 +38,22 @@ def insightface_image(name: str) -> Path:
     return Path(spec.origin).parent / "data" / "images" / name
 
 
+@pytest.fixture
+def settings_from(monkeypatch):
+    """``settings_from({"TOONIFY_X": "1"})``: the settings as the service reads them, with exactly
+    these TOONIFY_* variables in the environment."""
+    from toonify.settings import Settings
+
+    def read(environ: dict[str, str]):
+        for name in [name for name in os.environ if name.startswith("TOONIFY_")]:
+            monkeypatch.delenv(name)
+        for name, value in environ.items():
+            monkeypatch.setenv(name, value)
+        return Settings.from_env()
+
+    return read
+
+
 @pytest.fixture(scope="session")
 def astronaut() -> Image.Image:
     import skimage.data

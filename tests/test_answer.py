@@ -23,7 +23,6 @@ from toonify.errors import (
 )
 from toonify.photos.answer_image import answer_size, encode_image, face_sheet
 from toonify.schema import OutputFormat, ToonifyOptions, describe_validation_error
-from toonify.settings import Settings
 
 from .metadata import marks_in, with_every_metadata
 
@@ -163,20 +162,48 @@ def test_outcome_labels():
     assert outcome(500, "internal") == "error" and outcome(504, "timeout") == "error"
 
 
-def test_settings_from_environment():
-    settings = Settings.from_env({"TOONIFY_MAX_BATCH_SIZE": "16", "TOONIFY_PROVIDERS": "CPU"})
+def test_settings_from_environment(settings_from):
+    settings = settings_from({"TOONIFY_MAX_BATCH_SIZE": "16", "TOONIFY_PROVIDERS": "CPU"})
     assert settings.max_batch_size == 16 and settings.providers == "CPU"
-    assert Settings.from_env({}) == Settings.from_env({"TOONIFY_MAX_RECEIVING": "64"})
-    assert Settings.from_env({"TOONIFY_MAX_IN_FLIGHT": "4"}).max_receiving == 16
+    assert settings_from({}) == settings_from({"TOONIFY_MAX_RECEIVING": "64"})
+    assert settings_from({"TOONIFY_MAX_RECEIVING": "0"}).max_receiving == 64  # 0: derived
+    assert settings_from({"TOONIFY_MAX_IN_FLIGHT": "4"}).max_receiving == 16
     with pytest.raises(ValueError, match="TOONIFY_MAX_BATCH_SIZE"):
-        Settings.from_env({"TOONIFY_MAX_BATCH_SIZE": "many"})
+        settings_from({"TOONIFY_MAX_BATCH_SIZE": "many"})
+    typed = settings_from(
+        {
+            "TOONIFY_DEGRADE": "off",
+            "TOONIFY_QUEUE_URL": "redis://127.0.0.1:6379/0",
+            "TOONIFY_WEBHOOK_SECRET": "whsec_c2VjcmV0",
+            "TOONIFY_CACHE_DIR": "",
+        }
+    )
+    assert typed.degrade is False and typed.cache_dir is None
+    assert str(typed.queue_url) == "redis://127.0.0.1:6379/0"
+    assert "whsec" not in repr(typed)  # a secret stays out of logs and tracebacks
+    with pytest.raises(ValueError, match="TOONIFY_BACKEND"):
+        settings_from({"TOONIFY_BACKEND": "tensorflow"})
 
 
-def test_a_misspelt_setting_is_refused_and_other_readers_names_pass():
-    with pytest.raises(ValueError, match="unknown setting TOONIFY_MAX_INFLIGHT"):
-        Settings.from_env({"TOONIFY_MAX_INFLIGHT": "4"})
-    readers = {"TOONIFY_COST_PROFILE": "custom", "TOONIFY_TEST_ASSETS": "/x", "PATH": "/bin"}
-    assert Settings.from_env(readers) == Settings()
+@pytest.mark.parametrize(
+    ("name", "closest"),
+    [
+        ("TOONIFY_MAX_INFLIGHT", "TOONIFY_MAX_IN_FLIGHT"),
+        ("TOONIFY_COST_VCPU_SECONDS_USD", "TOONIFY_COST_VCPU_SECOND_USD"),
+        ("TOONIFY_COST_PROFLE", "TOONIFY_COST_PROFILE"),
+    ],
+)
+def test_a_misspelt_setting_stops_the_start_naming_the_closest(settings_from, name, closest):
+    with pytest.raises(ValueError, match=f"unknown setting {name} \\(did you mean {closest}"):
+        settings_from({name: "4"})
+
+
+def test_the_price_and_the_tools_names_are_settings_too(settings_from):
+    readers = {"TOONIFY_COST_PROFILE": "h100-hourly", "TOONIFY_TEST_ASSETS": "/x"}
+    settings = settings_from({**readers, "TOONIFY_COST_HOURLY_USD": "2.5"})
+    assert settings.cost.profile == "h100-hourly" and settings.cost.hourly_usd == 2.5
+    with pytest.raises(ValueError, match="TOONIFY_COST_HOURLY_USD"):
+        settings_from({"TOONIFY_COST_HOURLY_USD": "cheap"})
 
 
 @pytest.mark.parametrize("upload_format", ["JPEG", "PNG", "WEBP"])

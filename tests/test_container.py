@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -113,8 +116,13 @@ def test_stalled_uploads_against_the_fleet_leave_normal_users_served(astronaut):
     try:
         url = fleet.start()
         stop, _ = attacking(64, stalled_upload(url))
+        slow_headers: list = []
+        probe = threading.Thread(target=lambda: slow_headers.append(headers_trickled(url)))
+        probe.start()
         try:
+            malformed = raw_answer(url, b"G@T /\x01 HTTP/9\r\n\r\n")
             answers = normal_user(url, buffer.getvalue(), 15)
+            probe.join()
             # While the attack goes on, no instance holds one of the stalled uploads.
             receiving = [
                 scrape(f"http://127.0.0.1:{port}")["toonify_uploads_receiving"]
@@ -126,3 +134,37 @@ def test_stalled_uploads_against_the_fleet_leave_normal_users_served(astronaut):
         fleet.stop()
     assert len(answers) >= 5 and served_at_full_level(answers) >= 0.8, answers
     assert receiving == [0.0, 0.0]
+    # What the HTTP layer of an instance would answer in plain text, or wait for without a
+    # deadline, the balancer answers first: a malformed request, headers that never end.
+    assert malformed.startswith(b"HTTP/1.1 400")
+    answer, seconds = slow_headers[0]
+    assert answer.startswith(b"HTTP/1.1 408") and seconds < 12, (answer[:40], seconds)
+
+
+def raw_answer(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        return sock.recv(65536)
+
+
+def headers_trickled(url: str) -> tuple[bytes, float]:
+    """Headers begun and never finished (a byte a second): HAProxy's `timeout http-request`
+    (10 s) answers 408; what came back and when."""
+    host, port = url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /toonify HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for byte in b"X-Slow: " + b"a" * 30:
+                sock.sendall(bytes([byte]))
+                sock.settimeout(1.0)
+                try:
+                    answer = sock.recv(65536)
+                    if answer:
+                        return answer, time.monotonic() - started
+                except TimeoutError:
+                    pass
+        except OSError:
+            pass
+        return b"", time.monotonic() - started

@@ -10,8 +10,9 @@ from toonify.cost import (
     RollingCost,
     cost_per_1000_images,
     load_profiles,
-    profile_from_env,
+    price_profile,
 )
+from toonify.settings import CostSettings
 
 
 def run_requests(meter: BillingMeter, intervals: list[tuple[float, float]]) -> tuple[float, float]:
@@ -65,24 +66,17 @@ def test_hourly_instances_are_billed_all_the_time():
 def test_profiles_are_data_and_custom_comes_from_the_environment():
     profiles = load_profiles()
     assert {"cloudrun-2020", "cloudrun-2026", "h100-hourly", "l4-hourly"} <= set(profiles)
-    assert profile_from_env({}).name == "cloudrun-2020"
-    assert (
-        profile_from_env(
-            {"TOONIFY_COST_PROFILE": "h100-hourly", "TOONIFY_COST_HOURLY_USD": "2.5"}
-        ).hourly_usd
-        == 2.5
+    assert price_profile(CostSettings()).name == "cloudrun-2020"
+    hourly = CostSettings(profile="h100-hourly", hourly_usd=2.5)
+    assert price_profile(hourly).hourly_usd == 2.5
+    custom = CostSettings(
+        profile="custom", billing="request", vcpu_second_usd=0.00001, granularity_s=1
     )
-    custom = profile_from_env(
-        {
-            "TOONIFY_COST_PROFILE": "custom",
-            "TOONIFY_COST_BILLING": "request",
-            "TOONIFY_COST_VCPU_SECOND_USD": "0.00001",
-            "TOONIFY_COST_GRANULARITY_S": "1",
-        }
+    assert price_profile(custom) == PriceProfile(
+        "custom", "request", vcpu_second_usd=0.00001, granularity_s=1
     )
-    assert custom == PriceProfile("custom", "request", vcpu_second_usd=0.00001, granularity_s=1)
     with pytest.raises(ValueError, match="unknown cost profile"):
-        profile_from_env({"TOONIFY_COST_PROFILE": "aws-2030"})
+        price_profile(CostSettings(profile="aws-2030"))
     with pytest.raises(ValueError):
         PriceProfile("bad", "by-the-minute")
 

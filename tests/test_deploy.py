@@ -72,7 +72,7 @@ def test_autoscaling_reads_a_metric_the_service_exports():
     assert adapter["rules"][0]["name"]["as"] == name
 
 
-def test_cloud_run_service_matches_the_seed_and_the_service():
+def test_cloud_run_service_matches_the_seed_and_the_service(settings_from):
     service = documents(ROOT / "deploy" / "cloudrun" / "service.yaml")[0]
     assert service["apiVersion"] == "serving.knative.dev/v1" and service["kind"] == "Service"
     template = service["spec"]["template"]
@@ -84,7 +84,7 @@ def test_cloud_run_service_matches_the_seed_and_the_service():
     assert main["resources"]["limits"] == {"cpu": "2", "memory": "4Gi"}
     env = {e["name"]: e["value"] for e in main["env"]}
     # Cloud Run sends an instance as many as it takes before refusing: the ladder's top.
-    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("TOONIFY_")})
+    settings = settings_from({k: v for k, v in env.items() if k.startswith("TOONIFY_")})
     assert template["spec"]["containerConcurrency"] == settings.degraded_max_in_flight
     assert settings.degraded_max_in_flight > settings.max_in_flight  # with a reduced level
     assert main["startupProbe"]["httpGet"]["path"] == "/readyz"

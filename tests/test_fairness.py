@@ -63,7 +63,7 @@ def test_the_client_behind_a_trusted_proxy_is_the_nearest_untrusted_hop():
         ("::ffff:198.51.100.7", 32, "198.51.100.7"),
         ("198.51.100.7", 32, "198.51.100.7"),
         ("198.51.100.7", 24, "198.51.100.0/24"),
-        ("unknown", 24, "unknown"),
+        ("queue", 24, "not-an-address:queue"),
     ],
 )
 def test_a_client_is_its_network(address, ipv4_prefix, network):

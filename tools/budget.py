@@ -25,7 +25,8 @@ import os
 from dataclasses import dataclass
 
 from loadtest.day import DAY_HOURS, images_per_hour
-from toonify.cost import PriceProfile, load_profiles, profile_from_env
+from toonify.cost import PriceProfile, load_profiles, price_profile
+from toonify.settings import CostSettings
 
 
 def saturated_instance_usd_per_hour(
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--queue-max-jobs", type=int, default=10_000, help="TOONIFY_QUEUE_MAX_JOBS")
     args = parser.parse_args(argv)
-    profile = load_profiles()[args.profile] if args.profile else profile_from_env()
+    profile = load_profiles()[args.profile] if args.profile else price_profile(CostSettings())
     cap = fleet_cap(
         args.usd_per_hour, profile, args.capacity, args.vcpu, args.memory_gib, args.reduced_capacity
     )

@@ -1,6 +1,7 @@
 """What serving costs, live: billed seconds and dollars from request start and end events.
 
-Price profiles are data (cost_profiles.json, or TOONIFY_COST_* variables for a custom one):
+Price profiles are data (cost_profiles.json, or TOONIFY_COST_* variables for a custom one, read
+with the other settings: ``settings.CostSettings``):
 
 - ``request`` billing (Cloud Run's request-based mode): the instance is billed while at least
   one request is in flight, each busy period rounded up to ``granularity_s``, at
@@ -14,11 +15,12 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .settings import CostSettings
 
 PROFILES_FILE = Path(__file__).with_name("cost_profiles.json")
 
@@ -44,29 +46,21 @@ def load_profiles(path: Path = PROFILES_FILE) -> dict[str, PriceProfile]:
     return {name: PriceProfile(name=name, **fields) for name, fields in data.items()}
 
 
-def profile_from_env(environ: dict[str, str] | None = None) -> PriceProfile:
-    """TOONIFY_COST_PROFILE names a profile (default cloudrun-2020) or ``custom``."""
-    environ = os.environ if environ is None else environ
-    name = environ.get("TOONIFY_COST_PROFILE", "cloudrun-2020")
+def price_profile(cost: CostSettings) -> PriceProfile:
+    """The profile ``cost`` names (default cloudrun-2020) with its overrides, or ``custom``."""
     overrides = {
-        field: float(environ[f"TOONIFY_COST_{field.upper()}"])
-        for field in (
-            "vcpu_second_usd",
-            "gib_second_usd",
-            "per_million_requests_usd",
-            "hourly_usd",
-            "granularity_s",
-        )
-        if f"TOONIFY_COST_{field.upper()}" in environ
+        name: value
+        for name, value in cost.model_dump(exclude={"profile", "billing"}).items()
+        if value is not None
     }
-    if name == "custom":
-        billing = environ.get("TOONIFY_COST_BILLING", "request")
-        return PriceProfile(name="custom", billing=billing, **overrides)
+    if cost.profile == "custom":
+        return PriceProfile(name="custom", billing=cost.billing or "request", **overrides)
     profiles = load_profiles()
-    if name not in profiles:
-        raise ValueError(f"unknown cost profile {name!r}: {', '.join([*profiles, 'custom'])}")
-    base = profiles[name]
-    return PriceProfile(**{**base.__dict__, **overrides})
+    if cost.profile not in profiles:
+        raise ValueError(
+            f"unknown cost profile {cost.profile!r}: {', '.join([*profiles, 'custom'])}"
+        )
+    return PriceProfile(**{**profiles[cost.profile].__dict__, **overrides})
 
 
 @dataclass(frozen=True)

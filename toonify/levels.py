@@ -54,7 +54,7 @@ class Ladder:
     @classmethod
     def of(cls, settings: Settings, generator_sizes: tuple[int, ...]) -> Ladder:
         """The ladder for a generator that runs at ``generator_sizes`` (its signature's)."""
-        reduced = settings.degrade == "on" and settings.degraded_size in generator_sizes
+        reduced = settings.degrade and settings.degraded_size in generator_sizes
         top = settings.degraded_max_in_flight if reduced else settings.max_in_flight
         return cls(settings.max_in_flight, top, settings.retry_after_s)
 

@@ -8,17 +8,44 @@ reads stops the start.
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import Field, RedisDsn, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# TOONIFY_* names read elsewhere: the price profile (cost.py), the spend cap CLI and the tests.
-READ_ELSEWHERE = ("TOONIFY_COST_", "TOONIFY_BUDGET_USD_PER_HOUR", "TOONIFY_TEST_ASSETS")
+# TOONIFY_* names read by tools rather than the service: the spend cap CLI and the tests.
+READ_ELSEWHERE = ("TOONIFY_BUDGET_USD_PER_HOUR", "TOONIFY_TEST_ASSETS")
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class CostSettings(BaseSettings):
+    """The price profile for cost accounting (toonify/cost.py, cost_profiles.json): a named
+    profile, any of whose prices a TOONIFY_COST_* variable overrides; ``custom`` is made of
+    those variables alone."""
+
+    model_config = SettingsConfigDict(env_prefix="TOONIFY_COST_", frozen=True, extra="forbid")
+
+    profile: str = "cloudrun-2020"
+    billing: Literal["request", "instance"] | None = None  # for ``custom``: request by default
+    vcpu_second_usd: float | None = Field(None, ge=0)
+    gib_second_usd: float | None = Field(None, ge=0)
+    per_million_requests_usd: float | None = Field(None, ge=0)
+    hourly_usd: float | None = Field(None, ge=0)
+    granularity_s: float | None = Field(None, gt=0)
+
+
+# Settings whose 0 (or absence) means "follows from others", each with how it follows.
+DERIVED = {
+    "max_receiving": lambda data: 4 * data["max_in_flight"],
+    "degraded_size": lambda data: data["crop_size"] // 2,
+    "degraded_max_in_flight": lambda data: 2 * data["max_in_flight"],
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOONIFY_", frozen=True, extra="forbid")
 
     generator_model: str = "toon-filter:latest"  # a tag in the BentoML model store
     detector_model: str = "mtcnn:latest"
@@ -48,12 +75,12 @@ class Settings(BaseModel):
     providers: str = "auto"  # or a comma list such as CUDAExecutionProvider,CPUExecutionProvider
     # onnxruntime | openvino | auto: OpenVINO for bf16 and int8 on CPU-only machines, else
     # ONNX Runtime
-    backend: str = "auto"
+    backend: Literal["auto", "onnxruntime", "openvino"] = "auto"
     # f32 | bf16 | int8 | fp16 | auto: the fastest of int8, bf16 (fp16 on a GPU) whose import
     # measured >= min_psnr_db against fp32 on held-out real faces, else f32
-    precision: str = "auto"
+    precision: Literal["auto", "f32", "bf16", "int8", "fp16"] = "auto"
     min_psnr_db: float = 35.0
-    cache_dir: str = ""  # optimised graphs and compiled blobs; "" = <tmp>/toonify-cache
+    cache_dir: Path | None = None  # optimised graphs and compiled blobs; none: <tmp>/toonify-cache
     max_batch_size: int = 8
     request_timeout_s: float = 120.0  # from the request's arrival to its answer, across services
     # Overload: past this many requests being processed, new ones are refused at once (503,
@@ -62,12 +89,12 @@ class Settings(BaseModel):
     # The degrade ladder (toonify/levels.py): past max_in_flight, requests are served at the
     # reduced level (faces generated at degraded_size and scaled up) up to degraded_max_in_flight
     # in flight, and refused only beyond that. "off": refuse at max_in_flight.
-    degrade: str = "on"
-    degraded_size: int = 0  # 0: half of crop_size
-    degraded_max_in_flight: int = 0  # 0: twice max_in_flight
+    degrade: bool = True  # on | off
+    degraded_size: int = Field(default_factory=DERIVED["degraded_size"])  # half of crop_size
+    degraded_max_in_flight: int = Field(default_factory=DERIVED["degraded_max_in_flight"])
     # Uploads being received hold no processing slot; they have their own bound (0: four times
     # max_in_flight) and deadlines, so slow clients are cut off before they can starve the rest.
-    max_receiving: int = 0
+    max_receiving: int = Field(default_factory=DERIVED["max_receiving"])
     body_timeout_s: float = 60.0  # the whole upload
     body_idle_timeout_s: float = 10.0  # the longest pause in it
     body_min_rate: float = 8192.0  # bytes/s on average, after the first 3 s
@@ -75,15 +102,15 @@ class Settings(BaseModel):
     # Jobs (toonify/edge/jobs.py): the embedded store's folder ("" = <tmp>/toonify-queue), or a
     # Redis shared by a fleet (redis://host:port/db); the bounds, how long a result is kept, and
     # how long a job taken by an instance that stops answering waits before another takes it.
-    queue_dir: str = ""
-    queue_url: str = ""
+    queue_dir: Path | None = None
+    queue_url: RedisDsn | None = None
     queue_visibility_timeout_s: float = 30.0
     # Webhooks when a job ends (toonify/edge/webhooks.py): the Standard Webhooks secret
     # (whsec_..., none: no webhooks), whether private addresses may receive them, and a CA file
     # for receivers with certificates from an internal CA.
-    webhook_secret: str = ""
+    webhook_secret: SecretStr | None = None
     webhook_allow_private: bool = False
-    webhook_ca_file: str = ""
+    webhook_ca_file: Path | None = None
     queue_max_jobs: int = 10_000
     # Jobs running at once per instance: each takes CPU from the next /toonify (docs/jobs.md);
     # 0: this instance takes submissions but runs none.
@@ -114,47 +141,45 @@ class Settings(BaseModel):
     billed_memory_gib: float = 4.0
     cost_window_s: float = 300.0
 
+    cost: CostSettings = Field(default_factory=CostSettings)
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """The settings from TOONIFY_* variables; a TOONIFY_* name that nothing reads (a typo)
-        is refused, so a misspelt setting cannot silently leave its default in place."""
-        environ = os.environ if environ is None else environ
-        unknown = sorted(name for name in environ if is_unknown(name))
-        if unknown:
-            known = ", ".join(f"TOONIFY_{name.upper()}" for name in cls.model_fields)
-            raise ValueError(f"unknown setting {', '.join(unknown)} (known: {known})")
-        values = {
-            name: environ[f"TOONIFY_{name.upper()}"]
-            for name in cls.model_fields
-            if f"TOONIFY_{name.upper()}" in environ
-        }
+    def from_env(cls) -> Settings:
+        """The settings from the TOONIFY_* environment variables; a TOONIFY_* name that nothing
+        reads (a typo) stops the start with the closest known name, so a misspelt setting
+        cannot silently leave its default in place. A bad value names its variable."""
+        check_names(os.environ)
         try:
-            return cls.model_validate(values)
+            return cls()
         except ValidationError as exc:
-            problems = [
-                f"TOONIFY_{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
-                if e["loc"]
-                else e["msg"]
-                for e in exc.errors(include_url=False)
-            ]
-            raise ValueError("; ".join(problems)) from None
+            raise ValueError(describe(exc)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _zero_or_empty_is_unset(cls, data: object) -> object:
+        """0 for a derived setting, and an empty path, URL or secret, mean "not set" (the
+        README's "0: ..." and ``TOONIFY_QUEUE_URL=`` keep working)."""
+        if isinstance(data, dict):
+            optional = ("cache_dir", "queue_dir", "queue_url", "webhook_secret", "webhook_ca_file")
+            return {
+                name: value
+                for name, value in data.items()
+                if not (name in DERIVED and str(value) == "0")
+                and not (name in optional and value in ("", None))
+            }
+        return data
+
+    @field_validator("generator_threads", "generator_streams", "queue_max_running")
+    @classmethod
+    def _not_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
 
     @model_validator(mode="after")
-    def _derived_and_checked(self) -> Settings:
-        # Settings left at 0 follow from others (set once here, before the model is frozen).
-        derived = {
-            "max_receiving": self.max_receiving or 4 * self.max_in_flight,
-            "degraded_size": self.degraded_size or self.crop_size // 2,
-            "degraded_max_in_flight": self.degraded_max_in_flight or 2 * self.max_in_flight,
-        }
-        for name, value in derived.items():
-            object.__setattr__(self, name, value)
-        if self.generator_threads < 0 or self.generator_streams < 0:
-            raise ValueError("TOONIFY_GENERATOR_THREADS and _STREAMS must be 0 (auto) or more")
+    def _checked(self) -> Settings:
         if self.max_batch_size < 1:
             raise ValueError("TOONIFY_MAX_BATCH_SIZE must be at least 1")
-        if self.degrade not in ("on", "off"):
-            raise ValueError(f"TOONIFY_DEGRADE must be on or off, not {self.degrade!r}")
         if not 16 <= self.degraded_size < self.crop_size:
             raise ValueError("TOONIFY_DEGRADED_SIZE must lie between 16 and TOONIFY_CROP_SIZE")
         if not 0 < self.client_share <= 1:
@@ -170,10 +195,40 @@ class Settings(BaseModel):
         return self
 
 
-def is_unknown(name: str) -> bool:
-    if not name.startswith("TOONIFY_") or name.startswith(READ_ELSEWHERE):
-        return False
-    return name.removeprefix("TOONIFY_").lower() not in Settings.model_fields
+def known_names() -> list[str]:
+    """Every TOONIFY_* variable the service or its tools read."""
+    service = [f"TOONIFY_{name.upper()}" for name in Settings.model_fields if name != "cost"]
+    cost = [f"TOONIFY_COST_{name.upper()}" for name in CostSettings.model_fields]
+    return [*service, *cost, *READ_ELSEWHERE]
+
+
+def check_names(environ: dict[str, str] | os._Environ) -> None:
+    """ValueError naming each TOONIFY_* variable that nothing reads, with the closest known."""
+    known = known_names()
+    unknown = sorted(name for name in environ if name.startswith("TOONIFY_") and name not in known)
+    if unknown:
+        guesses = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            guesses.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        raise ValueError(
+            f"unknown setting {', '.join(guesses)}: nothing reads it, so it would change "
+            "nothing. The settings are listed in the README."
+        )
+
+
+def describe(error: ValidationError) -> str:
+    """A validation error as the variables and values that caused it."""
+    problems = []
+    prefix = "TOONIFY_COST_" if error.title == CostSettings.__name__ else "TOONIFY_"
+    for each in error.errors(include_url=False):
+        loc = [str(part) for part in each["loc"]]
+        if not loc:
+            problems.append(each["msg"])
+            continue
+        name = prefix + "_".join(loc).upper()
+        problems.append(f"{name}={each.get('input')!r}: {each['msg']}")
+    return "; ".join(problems)
 
 
 SETTINGS = Settings.from_env()

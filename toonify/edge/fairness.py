@@ -128,11 +128,13 @@ class PreemptibleSlots(FairSlots):
 
 def client_network(address: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> str:
     """What a client address counts as: its IPv6 /64 (one subscriber's, usually), its IPv4
-    address or the network of ``ipv4_prefix``; anything that is not an address as it is."""
+    address or the network of ``ipv4_prefix``. Anything that is not an address (a made-up
+    X-Forwarded-For hop) is marked as such, so no header can name an identity of the service's
+    own (the job queue's)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return address
+        return f"not-an-address:{address}"
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix

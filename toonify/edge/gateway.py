@@ -38,7 +38,7 @@ from starlette.datastructures import Headers
 from preprocess import ImageTooLarge, InputError
 
 from .. import metrics
-from ..cost import BillingMeter, Charge, RollingCost, profile_from_env
+from ..cost import BillingMeter, Charge, RollingCost, price_profile
 from ..errors import (
     ErrorAnswers,
     MethodNotAllowed,
@@ -129,7 +129,7 @@ class Gateway:
             round(share * settings.max_unsent_answer_bytes),
             hard_limit=settings.max_unsent_answer_bytes,
         )
-        self.profile = profile_from_env()
+        self.profile = price_profile(settings.cost)
         self.meter = BillingMeter(self.profile, settings.billed_vcpu, settings.billed_memory_gib)
         self.recent_cost = RollingCost(settings.cost_window_s)
         self._clock: asyncio.Task | None = None

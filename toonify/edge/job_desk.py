@@ -118,7 +118,7 @@ class JobDesk:
     def start(self, lifespan_scope: dict) -> None:
         settings = self.settings
         self.store = open_store(
-            settings.queue_url,
+            str(settings.queue_url or ""),
             self.folder,
             settings.queue_max_jobs,
             settings.queue_max_bytes,
@@ -244,12 +244,16 @@ class JobDesk:
 
     def _may_start_a_job(self) -> bool:
         """A job starts while the instance is below the full level and fewer than
-        ``queue_max_running`` jobs run: jobs use the capacity /toonify leaves, and each one
-        running takes CPU from the next /toonify (docs/jobs.md)."""
+        ``queue_max_running`` jobs run, or fewer than one while a /toonify is in flight: jobs
+        use the capacity /toonify leaves, and each one running takes CPU from the next /toonify
+        (docs/jobs.md)."""
+        processing = self.gateway.processing
+        toonify_in_flight = processing.total - processing.held[QUEUE_CLIENT]
+        limit = min(self.settings.queue_max_running, 1 if toonify_in_flight else 2**31)
         return (
             not shutdown.STOPPING.is_set()
-            and len(self._running) < self.settings.queue_max_running
-            and self.gateway.processing.total < self.gateway.ladder.full_bound
+            and len(self._running) < limit
+            and processing.total < self.gateway.ladder.full_bound
         )
 
     async def _run_jobs(self) -> None:

@@ -82,10 +82,11 @@ def is_public_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
 class WebhookSender:
     def __init__(self, settings: Settings) -> None:
         self.allow_private = settings.webhook_allow_private
-        self.signer = Webhook(settings.webhook_secret) if settings.webhook_secret else None
+        secret = settings.webhook_secret
+        self.signer = Webhook(secret.get_secret_value()) if secret else None
         verify: ssl.SSLContext | bool = True
         if settings.webhook_ca_file:  # an internal CA the receivers' certificates come from
-            verify = ssl.create_default_context(cafile=settings.webhook_ca_file)
+            verify = ssl.create_default_context(cafile=str(settings.webhook_ca_file))
         self.client = httpx.AsyncClient(verify=verify, timeout=10.0, follow_redirects=False)
         self._sending: set[asyncio.Task] = set()
 
