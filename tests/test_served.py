@@ -5,8 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import itertools
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,9 +21,9 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image
 
-from tools.served import scrape
+from tools.served import free_port, scrape
 
-from .conftest import asset, insightface_image
+from .conftest import ROOT, asset, insightface_image
 from .metadata import marks_in, with_every_metadata
 
 MAX_BYTES = 4 * 1024 * 1024
@@ -575,3 +578,20 @@ def test_no_answer_carries_the_uploads_metadata(client, astronaut, upload_format
         time.sleep(0.1)  # a client's poll interval
     answers.append(client.get(job["result_url"]).content)
     assert [marks_in(answer) for answer in answers] == [[]] * len(answers)
+
+
+@pytest.mark.served
+def test_a_misspelt_setting_stops_bentoml_serve_naming_it():
+    """As a new user would try it: a price variable with a typo once started and served with
+    the price silently unchanged."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bentoml", "serve", "service:Toonify", "--port", str(free_port())],
+        env={**os.environ, "TOONIFY_COST_VCPU_SECONDS_USD": "0.1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "TOONIFY_COST_VCPU_SECONDS_USD (did you mean TOONIFY_COST_VCPU_SECOND_USD?)" in said
