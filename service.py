@@ -56,16 +56,15 @@ from toonify.settings import SETTINGS
 
 logger = logging.getLogger("toonify")
 
-# The services talk over loopback TCP, not Unix sockets: on SIGTERM BentoML deletes its socket
-# directory at once, before the workers drain, and the entry's in-flight requests could no longer
-# reach the other services. (`bentoml serve` reads this after it imports this module.)
-os.environ.setdefault("BENTOML_NO_UDS", "1")
 # Every worker gets buffers of 1 MB and more (photos, crops, answers) from mmap, returned to the
 # system when freed: glibc's default raises this threshold as big buffers come and go, and the
 # workers then kept their high-water marks (5,000 mixed requests: 1.86 GB for the instance
 # instead of 1.31 GB; docs/reliability.md). glibc reads it when each worker starts.
 os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
-bentoml_patches.install()  # each checked first: docs/bentoml-patches.md
+# Each checked first (docs/bentoml-patches.md). Among them: the services talk over loopback TCP,
+# not Unix sockets (BENTOML_NO_UDS): on SIGTERM BentoML deletes its socket directory at once,
+# before the workers drain, and the entry's in-flight requests could no longer reach the others.
+bentoml_patches.install()
 
 # Internal calls keep one connection pool for the life of the worker: BentoML's default renews
 # the pool every 100 calls by closing it under calls still reading their answers
@@ -296,7 +295,7 @@ async def check_job_photo(photo: bytes, options: ToonifyOptions) -> None:
     the preprocessing worker (the entry never decodes): a job that would be refused is refused
     at once, with the same error."""
     deadline = time.time() + SETTINGS.request_timeout_s
-    preprocess = Toonify.dependencies["preprocess"].get()  # the entry's client of it
+    preprocess = bentoml_patches.dependency_client(Toonify, "preprocess")
     await call_service(preprocess.to_async.check_photo, deadline, photo=photo, options=options)
 
 
@@ -331,7 +330,7 @@ Toonify.add_asgi_middleware(
     settings=SETTINGS,
     ladder=degrade_ladder,
     upload_paths=("/toonify", "/toonify/json"),
-    job_input=lambda: Toonify.apis["toonify"].input_spec,  # jobs are checked as /toonify
+    job_input=lambda: bentoml_patches.api_input_spec(Toonify, "toonify"),  # as /toonify checks
     job_check=check_job_photo,
 )
 Toonify.mount_asgi_app(make_site(lambda: Toonify.openapi_spec.asdict()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import subprocess
 import sys
 import time
@@ -288,3 +289,38 @@ def test_the_document_gives_each_form_its_own_operation():
         assert "422" in form["responses"] and "422" in raw["responses"]
         fields = form["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
         assert fields["size"]["nullable"] and "nullable" not in fields["quality"]
+
+
+def test_each_reliance_without_a_patch_fails_the_start_loudly_when_bentoml_changes(monkeypatch):
+    """Each member the service relies on, taken away as an upgrade might: the check run at start
+    names it (and the doc that says what breaks)."""
+    from _bentoml_impl.client import proxy2
+    from _bentoml_impl.server import serving
+    from starlette.formparsers import MultiPartParser
+
+    import service
+
+    bentoml_patches.check_reliances()
+    bentoml_patches.check_dependency_errors()
+
+    async def parse_request(self, request):  # a parser method of another shape
+        return None
+
+    def fails(check, named: str) -> None:
+        with pytest.raises(bentoml_patches.PatchOutOfDate, match=named):
+            check()
+        monkeypatch.undo()
+
+    monkeypatch.setattr(bentoml_patches.MultipartSerde, "parse_request", parse_request)
+    fails(bentoml_patches.check_reliances, "MultipartSerde.parse_request")
+    monkeypatch.delattr(MultiPartParser, "spool_max_size")
+    fails(bentoml_patches.check_reliances, "spool_max_size")
+    monkeypatch.setattr("inspect.getsource", lambda module: "")
+    fails(bentoml_patches.check_reliances, "BENTOML_NO_UDS")
+    monkeypatch.setattr(proxy2, "map_exception", lambda response: Exception("no body"))
+    fails(bentoml_patches.check_dependency_errors, "map_exception")
+    monkeypatch.setattr(service.Toonify, "dependencies", {})
+    fails(lambda: bentoml_patches.dependency_client(service.Toonify, "preprocess"), "preprocess")
+    monkeypatch.setattr(service.Toonify, "apis", {})
+    fails(lambda: bentoml_patches.api_input_spec(service.Toonify, "toonify"), "input_spec")
+    assert "BENTOML_NO_UDS" in inspect.getsource(serving)

@@ -18,17 +18,34 @@ them, the service refuses to start with a message naming the patch, instead of r
    mistakes (no face, not an image) as exceptions that are answered 4xx: those records are
    dropped; our own failures are still logged.
 4. The Swagger UI page: BentoML's own, read from its package (``swagger_ui_page``).
+
+Reliances without a patch, each checked the same way (docs/bentoml-patches.md):
+
+5. The request parsers subclass ``_bentoml_impl.serde``'s and override ``parse_request``
+   (``JSONSerde``, ``MultipartSerde``: re-exported here for toonify.edge.forms).
+6. Starlette's ``MultiPartParser.spool_max_size``: set so photos never spool to disk.
+7. A dependency's error answer reaches the caller as a ``BentoMLException`` whose message is
+   the answer's body (``_bentoml_impl.client.proxy2.map_exception``): toonify.calls rebuilds the
+   typed error from it.
+8. ``BENTOML_NO_UDS`` in the environment makes BentoML connect services over TCP.
+9. A service class's ``dependencies`` and ``apis`` tables (``dependency_client``,
+   ``api_input_spec``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import os
 from pathlib import Path
+from typing import Any
 
 import bentoml
+from _bentoml_impl.serde import JSONSerde, MultipartSerde
 from bentoml._internal.server import base_app, http_app
 from bentoml._internal.server.http import traffic
+from starlette.formparsers import MultiPartParser
 
 from .errors import Timeout, error_response, is_users_error
 
@@ -89,11 +106,15 @@ def swagger_ui_page() -> Path:
     return page
 
 
+PARSER_SIGNATURE = ["self", "request", "cls"]  # Serde.parse_request(self, request, cls)
+
+
 def install() -> None:
     from _bentoml_impl import serde
 
     from .edge.forms import RAW_PHOTO_TYPE, PhotoForm, RawPhoto
 
+    check_reliances()
     if all(installed().values()):
         return
     require(
@@ -118,6 +139,59 @@ def install() -> None:
         http_app.logger.addFilter(UsersErrorsUnlogged())
 
 
+def check_reliances() -> None:
+    """What the service relies on without patching it (5, 6 and 8 above), checked at import."""
+    for base in (JSONSerde, MultipartSerde):
+        parse = getattr(base, "parse_request", None)
+        require(
+            inspect.iscoroutinefunction(parse)
+            and list(inspect.signature(parse).parameters) == PARSER_SIGNATURE,
+            f"_bentoml_impl.serde.{base.__name__}.parse_request(self, request, cls), which the "
+            "request parsers override",
+        )
+    require(
+        isinstance(getattr(MultiPartParser, "spool_max_size", None), int),
+        "starlette.formparsers.MultiPartParser.spool_max_size (photos kept in memory)",
+    )
+    # Photos never spool to a temporary file on disk: the gateway has bounded the whole body.
+    MultiPartParser.spool_max_size = 1 << 62
+    from _bentoml_impl.server import serving
+
+    require(
+        "BENTOML_NO_UDS" in inspect.getsource(serving),
+        "BENTOML_NO_UDS, read by _bentoml_impl.server.serving (services over TCP)",
+    )
+    os.environ.setdefault("BENTOML_NO_UDS", "1")
+
+
+def check_dependency_errors() -> None:
+    """That a dependency's error answer becomes a BentoMLException carrying the answer's body
+    (7 above), checked in each worker: the client module imports aiohttp."""
+    from _bentoml_impl.client import proxy2
+
+    code = getattr(getattr(proxy2, "map_exception", None), "__code__", None)
+    names = set(code.co_names) if code is not None else set()
+    require(
+        {"text", "error_mapping"} <= names,
+        "_bentoml_impl.client.proxy2.map_exception, the dependency's error body as the "
+        "exception's message",
+    )
+
+
+def dependency_client(service: Any, name: str) -> Any:
+    """The running worker's client of ``service``'s dependency ``name``."""
+    dependency = getattr(service, "dependencies", {}).get(name)
+    require(callable(getattr(dependency, "get", None)), f"{service}.dependencies[{name!r}].get()")
+    return dependency.get()
+
+
+def api_input_spec(service: Any, name: str) -> type:
+    """The input model of ``service``'s API ``name`` (what it takes, as pydantic)."""
+    spec = getattr(getattr(service, "apis", {}).get(name), "input_spec", None)
+    require(isinstance(spec, type), f"{service}.apis[{name!r}].input_spec")
+    return spec
+
+
 def check_app_factory() -> None:
     """That the app factory reads the parsers from ``ALL_SERDE``, checked by each service when
     it starts in its worker, where the factory is already imported (`bentoml serve`'s main
@@ -128,6 +202,7 @@ def check_app_factory() -> None:
         "ALL_SERDE" in ServiceAppFactory.api_endpoint.__code__.co_names,
         "_bentoml_impl.serde.ALL_SERDE, read by the app factory for each request",
     )
+    check_dependency_errors()
 
 
 def installed() -> dict[str, bool]:

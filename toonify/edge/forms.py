@@ -32,15 +32,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from _bentoml_impl.serde import JSONSerde, MultipartSerde
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from preprocess import NotAnImage
 
+from ..bentoml_patches import JSONSerde, MultipartSerde
 from ..errors import BadOption, BadRequest, record
 from ..schema import decode_field, decode_query_value, describe_validation_error
 
@@ -50,9 +50,6 @@ MAX_FIELDS = 16  # text fields in a multipart form
 MAX_FIELD_BYTES = 1024  # one text field's value
 
 Input = TypeVar("Input", bound=BaseModel)
-# Starlette spools a file part to a temporary file on disk past this size: keep photos in memory
-# (the gateway has already bounded the whole body).
-MultiPartParser.spool_max_size = 1 << 62
 _IN_MEMORY: contextvars.ContextVar[list[int]] = contextvars.ContextVar("toonify_photo_files")
 
 
