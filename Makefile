@@ -32,8 +32,8 @@ serve: defaults
 test: venv  # every test: served instances, the container, the page in Chromium (CI runs this)
 	$(BIN)/python -m pytest -q
 
-# The tier to run while you work: every test that starts no server, builds nothing and imports
-# no real model (under a minute on 2 cores). Markers: pyproject.toml.
+# The tier to run while you work: every test that starts no server or subprocess, builds nothing
+# and imports no real model (under 30 s on 2 cores). Markers: pyproject.toml and tests/conftest.py.
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not served and not container and not browser and not slow"
 

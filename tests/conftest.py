@@ -153,11 +153,11 @@ def redis_url(redis_server) -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that starts a served instance (through the ``serve`` fixture) or a Redis is
-    ``served``; one that imports the real models from ../shared/models (their quality is
-    measured) is ``slow``."""
+    ``served``; one that builds the offline defaults or imports the real models from
+    ../shared/models (their quality is measured) is ``slow``."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "serve" in fixtures or "redis_server" in fixtures:
             item.add_marker(pytest.mark.served)
-        if "learned_models" in fixtures:
+        if "learned_models" in fixtures or "default_models" in fixtures:
             item.add_marker(pytest.mark.slow)

@@ -57,6 +57,7 @@ def test_nonsense_is_refused():
         fleet_cap(0.0, load_profiles()["cloudrun-2020"], 4.5)
 
 
+@pytest.mark.slow  # a subprocess or a real timeout: `make test`, not test-fast
 def test_the_command_prints_max_scale_and_whether_the_peak_fits():
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

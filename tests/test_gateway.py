@@ -219,6 +219,7 @@ def test_unknown_paths_and_methods_answer_in_json(client):
     assert raw_form.headers["allow"] == "POST"
 
 
+@pytest.mark.slow  # a subprocess or a real timeout: `make test`, not test-fast
 def test_the_patched_timeout_middleware_is_in_the_stack_and_answers_504_in_json(client):
     stack, found = client.app.middleware_stack, []
     while stack is not None:
@@ -252,6 +253,7 @@ def test_the_app_factory_check_passes_here_and_fails_loudly_if_it_no_longer_read
         bentoml_patches.check_app_factory()
 
 
+@pytest.mark.slow  # a subprocess or a real timeout: `make test`, not test-fast
 def test_importing_the_service_module_loads_neither_aiohttp_nor_the_gateway():
     """What `bentoml serve`'s main process pays before it starts the workers."""
     loaded = subprocess.run(

@@ -92,6 +92,7 @@ def test_signature_mismatch_and_missing_files_are_refused(tmp_path):
         import_detector(tmp_path / "half.onnx", "bad", "yunet", "x")
 
 
+@pytest.mark.slow  # a subprocess or a real timeout: `make test`, not test-fast
 def test_cli_reports_errors_in_one_line(tmp_path):
     run = subprocess.run(
         [

@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from .conftest import ROOT
 
 
+@pytest.mark.slow  # a subprocess or a real timeout: `make test`, not test-fast
 def test_cli_writes_faces_and_reports_bad_files(tmp_path, astronaut):
     photo = tmp_path / "astronaut.jpg"
     astronaut.save(photo, quality=92)
