@@ -11,14 +11,18 @@ from PIL import Image
 from pydantic import ValidationError
 
 from preprocess import ImageTooLarge, NoFaceFound, NotAnImage, decode_image, orient_image, to_rgb
+from toonify.error_answers import error_response
 from toonify.errors import (
     BY_CODE,
+    BadRequest,
     GeneratorUnavailable,
     Internal,
+    MethodNotAllowed,
+    NotReady,
     OutputTooLarge,
     Overloaded,
     error_from_body,
-    error_response,
+    from_status,
     outcome,
 )
 from toonify.photos.answer_image import answer_size, encode_image, face_sheet
@@ -151,6 +155,20 @@ def test_errors_cross_services_as_themselves():
     # Not ours: BentoML's plain 500 is a bug below us, its 503 a part restarting.
     assert type(error_from_body(500, "Internal Server Error")) is Internal
     assert error_from_body(503, '{"error": "process is overloaded"}').status == 503
+
+
+def test_answers_that_are_not_ours_mean_one_thing_wherever_they_are_read():
+    """One table for a status without our body: a dependency's and the router's alike."""
+    for status in (400, 404, 405, 408, 410, 413, 418, 429, 500, 502, 503, 504):
+        assert type(error_from_body(status, "plain text")) is type(from_status(status))
+    assert type(from_status(418)) is BadRequest and type(from_status(502)) is Internal
+    assert type(from_status(503)) is NotReady
+    assert type(from_status(413)) is ImageTooLarge  # a request too large, not our output
+
+
+def test_a_405_carries_the_methods_the_path_takes():
+    refusal = error_response(MethodNotAllowed("Use POST.", allow=("GET", "DELETE")))
+    assert refusal.status_code == 405 and refusal.headers["allow"] == "GET, DELETE"
 
 
 def test_outcome_labels():

@@ -13,7 +13,7 @@ import anyio
 from PIL import Image
 
 from preprocess import NoFaceFound
-from toonify.errors import _RAISED, ErrorAnswers, answered_errors
+from toonify.error_answers import _RAISED, ErrorAnswers, answered_errors
 
 
 @contextlib.contextmanager

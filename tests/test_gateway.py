@@ -23,7 +23,7 @@ from preprocess import NoFaceFound
 from toonify import bentoml_patches
 from toonify.edge.context import request_deadline, request_level
 from toonify.edge.gateway import Gateway
-from toonify.errors import answered_errors
+from toonify.error_answers import answered_errors
 from toonify.settings import Settings
 
 MAX_BYTES = 64 * 1024

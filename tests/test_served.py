@@ -595,3 +595,25 @@ def test_a_misspelt_setting_stops_bentoml_serve_naming_it():
     said = run.stdout + run.stderr
     assert run.returncode != 0
     assert "TOONIFY_COST_VCPU_SECONDS_USD (did you mean TOONIFY_COST_VCPU_SECOND_USD?)" in said
+
+
+def test_errors_raised_in_a_dependency_are_answered_once_without_a_500(client, server, astronaut):
+    """A user's mistake found by the preprocessing worker (no face, not an image, an answer too
+    large, a face index past the faces) reaches the client with its status and code, and no
+    service logs a 500 for it: BentoML answers each service's status itself."""
+    seen = server.log.stat().st_size
+    cases = [
+        (encoded(Image.new("RGB", (640, 480), "white"), "JPEG"), "", 422, "no_face"),
+        (b"GIF89a not really", "", 400, "not_an_image"),
+        (encoded(astronaut, "JPEG"), "?size=4096&all_faces=true&return_aligned=true", 413, None),
+        (encoded(astronaut, "JPEG"), "?face_index=3", 422, "no_face"),
+    ]
+    for body, query, status, code in cases:
+        answer = client.post(f"/toonify/raw{query}", content=body)
+        assert answer.status_code == status, answer.text
+        assert code is None or answer.json()["error"] == code
+    with server.log.open("rb") as log:
+        log.seek(seen)
+        written = log.read().decode(errors="replace")
+    assert "path=/toonify_photo" in written and "status=422" in written
+    assert "status=500" not in written, written[-3000:]

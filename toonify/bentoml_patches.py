@@ -47,7 +47,8 @@ from bentoml._internal.server import base_app, http_app
 from bentoml._internal.server.http import traffic
 from starlette.formparsers import MultiPartParser
 
-from .errors import Timeout, error_response, is_users_error
+from .error_answers import AnsweredError, error_response
+from .errors import Timeout, is_users_error
 
 TESTED_WITH = "1.4.39"
 
@@ -95,6 +96,8 @@ class UsersErrorsUnlogged(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, AnsweredError):
+            error = error.__cause__
         return error is None or not is_users_error(error)
 
 

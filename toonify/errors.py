@@ -5,24 +5,14 @@ are in ``INPUT_STATUS``. The service's own failures are ``ServiceError`` subclas
 their status. 5xx is only for our side, and a 503 always says when to retry. Every error body is
 ``{"error": CODE, "detail": "what to do"}`` (``num_faces`` too with ``no_face``).
 
-The services raise; ``ErrorAnswers``, the outermost middleware of every service, answers. BentoML
-catches what an API raises and answers a bare 500 itself, so what our code raises during a request
-is recorded on the way out (``@answered_errors`` on each API, ``record`` in the request parsers)
-and ``ErrorAnswers`` puts the documented answer in place of BentoML's. A caller in the same
-process (a test, a script) gets the exception itself.
+This module is the taxonomy alone (no web framework: usable from any layer);
+``toonify.error_answers`` renders a raised error as its HTTP answer, in one place.
 """
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import json
-import logging
-import traceback
-from collections.abc import Awaitable, Callable
-from typing import ClassVar, ParamSpec, TypeVar
-
-from starlette.responses import JSONResponse
+from typing import ClassVar
 
 from preprocess import (
     CorruptImage,
@@ -87,6 +77,10 @@ class MethodNotAllowed(ServiceError):
     code, status = "method_not_allowed", 405
     default_detail = "This path does not take that method; /docs lists what each path takes."
 
+    def __init__(self, detail: str | None = None, allow: tuple[str, ...] = ()) -> None:
+        super().__init__(detail)
+        self.allow = allow  # the methods the path takes: the answer's Allow header
+
 
 class Overloaded(ServiceError):
     code, status, default_retry_after = "overloaded", 503, 2
@@ -145,18 +139,27 @@ BY_CODE: dict[str, type[Exception]] = {
     **{error.code: error for error in INPUT_STATUS},
     **{error.code: error for error in SERVICE_ERRORS},
 }
-# Errors that come from elsewhere (the router, BentoML) get the code of their status.
-BY_STATUS: dict[int, type[ServiceError]] = {
+# Error answers that are not ours (the router's, BentoML's, a dependency's without our body):
+# the one table of what each status means. Any other 4xx is a bad request; any other 5xx our bug.
+FOREIGN_STATUS: dict[int, type[ServiceError] | type[InputError]] = {
     400: BadRequest,
     404: NotFound,
     405: MethodNotAllowed,
     408: SlowUpload,
     410: Expired,
-    413: OutputTooLarge,
+    413: ImageTooLarge,  # the request was too large: the only 413 a router or BentoML gives
     500: Internal,
     503: NotReady,
     504: Timeout,
 }
+
+
+def from_status(status: int) -> Exception:
+    """The error an answer of ``status`` that is not ours stands for."""
+    kind = FOREIGN_STATUS.get(status, Internal if status >= 500 else BadRequest)
+    if kind is ImageTooLarge:
+        return ImageTooLarge("The request is too large; send a smaller photo.")
+    return kind()
 
 
 def status_of(error: BaseException) -> int:
@@ -176,13 +179,15 @@ def error_body(error: BaseException) -> dict:
     return body
 
 
-def error_response(error: BaseException) -> JSONResponse:
-    """The documented answer to ``error``; its ``X-Error-Code`` header marks it as ours."""
-    body = error_body(error)
-    headers = {"X-Error-Code": body["error"]}
+def error_headers(error: BaseException) -> dict[str, str]:
+    """The headers of the documented answer to ``error``: ``X-Error-Code`` marks it as ours;
+    ``Retry-After`` with a 503 or 504; ``Allow`` with a 405."""
+    headers = {"X-Error-Code": error_body(error)["error"]}
     if retry_after := getattr(error, "retry_after", None):
         headers["Retry-After"] = str(retry_after)
-    return JSONResponse(body, status_code=status_of(error), headers=headers)
+    if isinstance(error, MethodNotAllowed) and error.allow:
+        headers["Allow"] = ", ".join(error.allow)
+    return headers
 
 
 def error_from_body(status: int, text: str) -> Exception:
@@ -193,9 +198,7 @@ def error_from_body(status: int, text: str) -> Exception:
         kind = BY_CODE[body["error"]]
         detail = body["detail"]
     except (ValueError, KeyError, TypeError):
-        if status == 503:
-            return Unavailable()
-        return BY_STATUS.get(status, Internal)() if status < 500 else Internal()
+        return from_status(status)
     if kind is NoFaceFound:
         return NoFaceFound(detail, num_faces=int(body.get("num_faces") or 0))
     return kind(detail)
@@ -214,149 +217,6 @@ def outcome(status: int, code: str | None) -> str:
     return "bad_input" if status < 500 else "error"
 
 
-# --- raised in a service, answered at its edge -----------------------------------------------
-
-logger = logging.getLogger("toonify.errors")
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class Raised:
-    """What the current request raised, for ``ErrorAnswers`` to answer."""
-
-    error: BaseException | None = None
-
-
-_RAISED: contextvars.ContextVar[Raised] = contextvars.ContextVar("toonify_raised")
-
-
-def record(error: BaseException) -> BaseException:
-    """Keep ``error`` for the request being answered (a no-op outside a request); returns it,
-    so a raise site reads ``raise record(NotAnImage(...))``."""
-    raised = _RAISED.get(None)
-    if raised is not None and raised.error is None:
-        raised.error = error
-    return error
-
-
-def answered_errors(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """For a ``@bentoml.api`` coroutine: whatever it raises is answered in the documented form
-    by ``ErrorAnswers``; the exception still propagates (BentoML and in-process callers see it)."""
-
-    @functools.wraps(api)
-    async def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await api(*args, **kwargs)
-        except BaseException as exc:  # a cancellation's frames hold the photo too
-            if isinstance(exc, Exception):
-                record(exc)
-            release_frames(exc)
-            raise
-
-    return wrapped
-
-
-def release_frames(error: BaseException) -> None:
-    """Let go of what the finished frames of ``error``'s tracebacks hold (a photo's decoded
-    pixels, its upload, its crops), keeping the traceback's lines for the log.
-
-    An exception that crossed ``anyio.to_thread`` sits in a reference cycle (its traceback holds
-    the awaiting frame, whose future holds the exception), which only Python's slowest garbage
-    collection frees: every photo without a face kept its pixels (12-190 MB each) until then.
-    """
-    seen: set[int] = set()
-    chained: list[BaseException | None] = [error]
-    while chained:
-        each = chained.pop()
-        if each is not None and id(each) not in seen:
-            seen.add(id(each))
-            traceback.clear_frames(each.__traceback__)
-            chained += [each.__cause__, each.__context__]
-
-
 def is_users_error(error: BaseException) -> bool:
     """A failure the request caused (4xx), as opposed to our own."""
     return isinstance(error, ServiceError | InputError) and status_of(error) < 500
-
-
-class ErrorAnswers:
-    """ASGI middleware, outermost in every service: the one place an exception becomes an answer.
-
-    A request whose handler raised (recorded as above) gets ``error_response`` of that exception
-    in place of BentoML's generic 500. Any other error response that is not ours (the router's
-    404 and 405, BentoML's own refusals) is answered in the same form by its status.
-    ``on_start(status, code)`` sees every answer's status and error code.
-    """
-
-    def __init__(self, app, on_start: Callable[[int, str | None], None] | None = None) -> None:
-        self.app = app
-        self.on_start = on_start
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        raised = Raised()
-        token = _RAISED.set(raised)
-        started = []
-        answering = self._answering(scope, receive, send, raised)
-
-        async def watched(message) -> None:
-            if message["type"] == "http.response.start":
-                started.append(True)
-            await answering(message)
-
-        try:
-            await self.app(scope, receive, watched)
-        except Exception as exc:  # raised outside an API (a page, a middleware): answered too
-            if started:
-                raise
-            if not is_users_error(exc):
-                logger.exception("unexpected error answering %s", scope.get("path"))
-            raised.error = raised.error or exc
-            await answering({"type": "http.response.start", "status": 500, "headers": []})
-        finally:
-            _RAISED.reset(token)
-            raised.error = None  # contexts copied during the request may outlive it
-
-    def _answering(self, scope, receive, send, raised: Raised):
-        replaced = False
-
-        async def wrapped(message) -> None:
-            nonlocal replaced
-            if replaced:
-                return  # the body of the response we replaced
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                code = _code_of(message)
-                if status >= 400 and code is None:
-                    error = raised.error or _by_status(status)
-                    if raised.error is None and status >= 500 and status not in (503, 504):
-                        logger.error("answered %s from below the service's code", status)
-                    replaced = True
-                    response = error_response(error)
-                    if raised.error is None:  # keep what HTTP requires of it (a 405's Allow)
-                        for name, value in message.get("headers", []):
-                            if name.lower() == b"allow":
-                                response.headers["Allow"] = value.decode("latin-1")
-                    if self.on_start is not None:
-                        self.on_start(response.status_code, error_body(error)["error"])
-                    await response(scope, receive, send)
-                    return
-                if self.on_start is not None:
-                    self.on_start(status, code)
-            await send(message)
-
-        return wrapped
-
-
-def _code_of(message) -> str | None:
-    """The error code of one of our own error answers (its X-Error-Code header), else None."""
-    for name, value in message.get("headers", []):
-        if name.lower() == b"x-error-code":
-            return value.decode("latin-1")
-    return None
-
-
-def _by_status(status: int) -> ServiceError:
-    return BY_STATUS.get(status, Internal if status >= 500 else BadRequest)()

@@ -41,7 +41,8 @@ from starlette.requests import Request
 from preprocess import NotAnImage
 
 from ..bentoml_patches import JSONSerde, MultipartSerde
-from ..errors import BadOption, BadRequest, record
+from ..error_answers import record
+from ..errors import BadOption, BadRequest
 from ..schema import decode_field, decode_query_value, describe_validation_error
 
 PHOTO_FIELD = "image"

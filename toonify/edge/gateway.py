@@ -39,14 +39,8 @@ from preprocess import ImageTooLarge, InputError
 
 from .. import metrics
 from ..cost import BillingMeter, Charge, RollingCost, price_profile
-from ..errors import (
-    ErrorAnswers,
-    MethodNotAllowed,
-    Overloaded,
-    ServiceError,
-    error_response,
-    outcome,
-)
+from ..error_answers import ErrorAnswers, error_response
+from ..errors import MethodNotAllowed, Overloaded, ServiceError, outcome
 from ..levels import Ladder, Level
 from ..schema import ToonifyOptions
 from ..settings import Settings
@@ -167,9 +161,7 @@ class Gateway:
             elif scope["path"] in self.upload_paths and scope["method"] == "POST":
                 await self._toonify(scope, receive, send, answered)
             elif scope["path"] in self.upload_paths:
-                refusal = error_response(MethodNotAllowed("Upload the photo with POST."))
-                refusal.headers["Allow"] = "POST"
-                await refusal(scope, receive, send)
+                raise MethodNotAllowed("Upload the photo with POST.", allow=("POST",))
             else:
                 await self.app(scope, receive, send)
 

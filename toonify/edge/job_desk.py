@@ -24,15 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import metrics, shutdown
-from ..errors import (
-    ErrorAnswers,
-    Expired,
-    MethodNotAllowed,
-    NotFound,
-    Overloaded,
-    error_response,
-    outcome,
-)
+from ..error_answers import ErrorAnswers, error_response
+from ..errors import Expired, MethodNotAllowed, NotFound, Overloaded, outcome
 from ..levels import Level
 from ..schema import JobStatus, ToonifyOptions
 from .context import CLIENT, DEADLINE, LEVEL
@@ -61,11 +54,9 @@ MAX_ATTEMPTS = 3
 DRAIN_WINDOW_S = 300.0  # position and ETA come from the jobs finished in this window
 
 
-def not_allowed(methods: tuple[str, ...]) -> Response:
-    """405 in the documented form, with the Allow header HTTP requires."""
-    refusal = error_response(MethodNotAllowed(f"This path takes {' and '.join(methods)}."))
-    refusal.headers["Allow"] = ", ".join(methods)
-    return refusal
+def not_allowed(methods: tuple[str, ...]) -> MethodNotAllowed:
+    """405, with the Allow header HTTP requires."""
+    return MethodNotAllowed(f"This path takes {' and '.join(methods)}.", allow=methods)
 
 
 class Entry(Protocol):
@@ -153,8 +144,7 @@ class JobDesk:
         path, method = scope["path"], scope["method"]
         if path in ("/jobs", "/jobs/raw"):
             if method != "POST":
-                await not_allowed(("POST",))(scope, receive, send)
-                return
+                raise not_allowed(("POST",))
             await self._submit(scope, receive, send)
             return
         job_id, _, tail = path.removeprefix("/jobs/").partition("/")
@@ -162,8 +152,7 @@ class JobDesk:
             raise NotFound()
         allowed = ("GET", "DELETE") if tail == "" else ("GET",)
         if method not in allowed:
-            await not_allowed(allowed)(scope, receive, send)
-            return
+            raise not_allowed(allowed)
         job = await self.store.get(job_id) if self.store and is_job_id(job_id) else None
         if job is None:
             raise NotFound("No such job: the id is wrong, or the job was deleted.")
