@@ -32,13 +32,13 @@ from starlette.types import ASGIApp
 
 from toonify import bentoml_patches, metrics, shutdown
 from toonify.calls import call_service
-from toonify.edge.context import request_client, request_deadline, request_level
 from toonify.edge.responses import answer_headers, answer_json, answer_response
 from toonify.edge.site import make_site
 from toonify.error_answers import ErrorAnswers, answered_errors
 from toonify.errors import GeneratorUnavailable
 from toonify.generation.signature import GeneratorSignature
 from toonify.levels import Ladder, Level
+from toonify.request import request_client, request_deadline, request_level
 from toonify.schema import (
     DEFAULTS,
     FaceCrops,

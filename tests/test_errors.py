@@ -13,7 +13,8 @@ import anyio
 from PIL import Image
 
 from preprocess import NoFaceFound
-from toonify.error_answers import _RAISED, ErrorAnswers, answered_errors
+from toonify.error_answers import ErrorAnswers, answered_errors
+from toonify.request import current_request
 
 
 @contextlib.contextmanager
@@ -99,4 +100,4 @@ def test_a_context_copied_during_a_request_does_not_keep_its_error():
     scope = {"type": "http", "method": "POST", "path": "/toonify", "headers": []}
     asyncio.run(ErrorAnswers(app)(scope, receive, send))
     assert sent[0]["status"] == 422
-    assert copied[0].run(lambda: _RAISED.get().error) is None
+    assert copied[0].run(lambda: current_request().raised) is None

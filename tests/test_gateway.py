@@ -21,9 +21,9 @@ from starlette.testclient import TestClient
 
 from preprocess import NoFaceFound
 from toonify import bentoml_patches
-from toonify.edge.context import request_deadline, request_level
 from toonify.edge.gateway import Gateway
 from toonify.error_answers import answered_errors
+from toonify.request import request_deadline, request_level
 from toonify.settings import Settings
 
 MAX_BYTES = 64 * 1024

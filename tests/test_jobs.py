@@ -19,12 +19,12 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from toonify.edge.context import request_level
 from toonify.edge.gateway import Gateway
 from toonify.edge.job_store_redis import RedisJobStore
 from toonify.edge.jobs import Answer, SQLiteJobStore, Upload, eta_s, is_job_id, open_store
 from toonify.error_answers import answered_errors
 from toonify.errors import GeneratorUnavailable, QueueFull, Unavailable
+from toonify.request import request_level
 from toonify.settings import Settings
 
 QUEUE = Path(tempfile.mkdtemp(prefix="toonify-test-queue-"))

@@ -12,7 +12,6 @@ script) gets the exception itself.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import logging
 import traceback
@@ -32,6 +31,7 @@ from .errors import (
     is_users_error,
     status_of,
 )
+from .request import RequestState, answering, current_request
 
 
 def error_response(error: BaseException) -> JSONResponse:
@@ -46,21 +46,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Raised:
-    """What the current request raised, for ``ErrorAnswers`` to answer."""
-
-    error: BaseException | None = None
-
-
-_RAISED: contextvars.ContextVar[Raised] = contextvars.ContextVar("toonify_raised")
-
-
 def record(error: BaseException) -> BaseException:
     """Keep ``error`` for the request being answered (a no-op outside a request); returns it,
     so a raise site reads ``raise record(NotAnImage(...))``."""
-    raised = _RAISED.get(None)
-    if raised is not None and raised.error is None:
-        raised.error = error
+    state = current_request()
+    if state is not None and state.raised is None:
+        state.raised = error
     return error
 
 
@@ -84,7 +75,7 @@ def answered_errors(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]
             return await api(*args, **kwargs)
         except BaseException as exc:  # a cancellation's frames hold the photo too
             release_frames(exc)
-            served = _RAISED.get(None) is not None
+            served = current_request() is not None
             if not isinstance(exc, ServiceError | InputError) or not served:
                 record(exc)
                 raise
@@ -121,38 +112,40 @@ class ErrorAnswers:
     ``on_start(status, code)`` sees every answer's status and error code.
     """
 
-    def __init__(self, app, on_start: Callable[[int, str | None], None] | None = None) -> None:
+    def __init__(
+        self,
+        app,
+        on_start: Callable[[int, str | None], None] | None = None,
+        state: Callable[[], RequestState] = RequestState,
+    ) -> None:
         self.app = app
         self.on_start = on_start
+        self.state = state  # each request's state as it starts (a job's: its deadline, level)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        raised = Raised()
-        token = _RAISED.set(raised)
-        started = []
-        answering = self._answering(scope, receive, send, raised)
+        with answering(self.state()) as state:
+            started = []
+            answer = self._answering(scope, receive, send, state)
 
-        async def watched(message) -> None:
-            if message["type"] == "http.response.start":
-                started.append(True)
-            await answering(message)
+            async def watched(message) -> None:
+                if message["type"] == "http.response.start":
+                    started.append(True)
+                await answer(message)
 
-        try:
-            await self.app(scope, receive, watched)
-        except Exception as exc:  # raised outside an API (a page, a middleware): answered too
-            if started:
-                raise
-            if not is_users_error(exc):
-                logger.exception("unexpected error answering %s", scope.get("path"))
-            raised.error = raised.error or exc
-            await answering({"type": "http.response.start", "status": 500, "headers": []})
-        finally:
-            _RAISED.reset(token)
-            raised.error = None  # contexts copied during the request may outlive it
+            try:
+                await self.app(scope, receive, watched)
+            except Exception as exc:  # raised outside an API (a page, a middleware): answered
+                if started:
+                    raise
+                if not is_users_error(exc):
+                    logger.exception("unexpected error answering %s", scope.get("path"))
+                state.raised = state.raised or exc
+                await answer({"type": "http.response.start", "status": 500, "headers": []})
 
-    def _answering(self, scope, receive, send, raised: Raised):
+    def _answering(self, scope, receive, send, state: RequestState):
         replaced = False
 
         async def wrapped(message) -> None:
@@ -163,12 +156,12 @@ class ErrorAnswers:
                 status = message["status"]
                 code = _code_of(message)
                 if status >= 400 and code is None:
-                    error = raised.error or from_status(status)
-                    if raised.error is None and status >= 500 and status not in (503, 504):
+                    error = state.raised or from_status(status)
+                    if state.raised is None and status >= 500 and status not in (503, 504):
                         logger.error("answered %s from below the service's code", status)
                     replaced = True
                     response = error_response(error)
-                    if raised.error is None:  # keep what HTTP requires of it (a 405's Allow)
+                    if state.raised is None:  # keep what HTTP requires of it (a 405's Allow)
                         for name, value in message.get("headers", []):
                             if name.lower() == b"allow":
                                 response.headers["Allow"] = value.decode("latin-1")

@@ -18,17 +18,15 @@ then validated once, by the typed API's own input model. Failures raise the taxo
 The photo never touches a disk: the multipart parser keeps file parts in memory (up to the
 upload limit, which the gateway enforces first), and the typed API's file parameter is handed an
 anonymous in-memory file (``memfd``) in place of BentoML's per-request temporary file. It is
-closed when the gateway has answered (``photos_in_memory``), and a crash takes it with the
+closed when the request has been answered (``toonify.request``), and a crash takes it with the
 process.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +41,7 @@ from preprocess import NotAnImage
 from ..bentoml_patches import JSONSerde, MultipartSerde
 from ..error_answers import record
 from ..errors import BadOption, BadRequest
+from ..request import current_request
 from ..schema import decode_field, decode_query_value, describe_validation_error
 
 PHOTO_FIELD = "image"
@@ -51,30 +50,16 @@ MAX_FIELDS = 16  # text fields in a multipart form
 MAX_FIELD_BYTES = 1024  # one text field's value
 
 Input = TypeVar("Input", bound=BaseModel)
-_IN_MEMORY: contextvars.ContextVar[list[int]] = contextvars.ContextVar("toonify_photo_files")
-
-
-@contextlib.contextmanager
-def photos_in_memory() -> Iterator[None]:
-    """Around one request: the photo files made for it are closed (and so freed) at the end."""
-    files: list[int] = []
-    token = _IN_MEMORY.set(files)
-    try:
-        yield
-    finally:
-        _IN_MEMORY.reset(token)
-        for descriptor in files:
-            os.close(descriptor)
 
 
 def in_memory_file(data: bytes) -> Path | bytes:
     """A path to an anonymous in-memory file holding ``data``, open until the request ends;
-    the bytes themselves outside ``photos_in_memory`` (or where memfd is missing)."""
-    files = _IN_MEMORY.get(None)
-    if files is None or not hasattr(os, "memfd_create"):
+    the bytes themselves outside a request (or where memfd is missing)."""
+    state = current_request()
+    if state is None or not hasattr(os, "memfd_create"):
         return data
     descriptor = os.memfd_create("photo", os.MFD_CLOEXEC)
-    files.append(descriptor)
+    state.photo_files.append(descriptor)
     view = memoryview(data)
     while view:
         view = view[os.write(descriptor, view) :]

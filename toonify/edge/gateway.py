@@ -42,11 +42,10 @@ from ..cost import BillingMeter, Charge, RollingCost, price_profile
 from ..error_answers import ErrorAnswers, error_response
 from ..errors import MethodNotAllowed, Overloaded, ServiceError, outcome
 from ..levels import Ladder, Level
+from ..request import current_request
 from ..schema import ToonifyOptions
 from ..settings import Settings
-from .context import CLIENT, DEADLINE, LEVEL, request_level
 from .fairness import FairSlots, PreemptibleSlots, client_address, client_network, parse_networks
-from .forms import photos_in_memory
 from .job_desk import JobDesk
 from .responses import server_timing
 from .uploads import (
@@ -171,14 +170,15 @@ class Gateway:
 
     async def _toonify(self, scope: Scope, receive: Receive, send: Send, answered: Answered):
         arrived = time.perf_counter()
-        DEADLINE.set(time.time() + self.settings.request_timeout_s)
+        state = current_request()  # opened by ErrorAnswers, around this
+        assert state is not None
+        state.deadline = time.time() + self.settings.request_timeout_s
         self.bill(self.meter.started())
-        client = self.client_of(scope)
-        CLIENT.set(client)
+        client = state.client = self.client_of(scope)
         try:
             body = await self._admit_and_read(scope, receive, client)
             # The level now: slots may have filled while the upload arrived.
-            LEVEL.set(self._level_for(client))
+            state.level = self._level_for(client)
             scope = to_its_parser(scope, len(body), self.upload_paths[scope["path"]])
             size = len(body)
             if not self.in_flight_bytes.fits(client, size, self.settings.max_in_flight_bytes):
@@ -188,10 +188,9 @@ class Gateway:
             metrics.requests_in_flight.inc()
             try:
                 answer = self._bounded_answer(scope, send, client, arrived)
-                with photos_in_memory():
-                    request_body = replay(body, receive)
-                    del body  # the replay hands it over once, and lets go of it then
-                    await self.app(scope, request_body, answer)
+                request_body = replay(body, receive)
+                del body  # the replay hands it over once, and lets go of it then
+                await self.app(scope, request_body, answer)
             finally:
                 self.processing.give_back(client)
                 self.in_flight_bytes.give_back(client, size)
@@ -211,7 +210,7 @@ class Gateway:
             ok = answered.status < 400
             self.bill(self.meter.finished(), images=1 if ok else 0)
             if ok:
-                metrics.answered_images.labels(request_level()).inc()
+                metrics.answered_images.labels(state.level).inc()
             if answered.code != "client_gone":
                 metrics.images.labels(outcome(answered.status, answered.code)).inc()
 

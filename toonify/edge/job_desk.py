@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,10 +28,10 @@ from .. import metrics, shutdown
 from ..error_answers import ErrorAnswers, error_response
 from ..errors import Expired, MethodNotAllowed, NotFound, Overloaded, outcome
 from ..levels import Level
+from ..request import RequestState
 from ..schema import JobStatus, ToonifyOptions
-from .context import CLIENT, DEADLINE, LEVEL
 from .fairness import FairSlots, PreemptibleSlots
-from .forms import PhotoForm, RawPhoto, photos_in_memory
+from .forms import PhotoForm, RawPhoto
 from .jobs import Answer, Claim, JobStore, Upload, eta_s, is_job_id, open_store
 from .uploads import check_query, replay, to_its_parser
 from .webhooks import WebhookSender, split_webhook
@@ -179,15 +180,14 @@ class JobDesk:
         content_type = Headers(scope=parse_scope).get("content-type", "").encode("latin-1")
         # Checked now as /toonify checks it: a job that would be refused is refused at once.
         parser = PhotoForm() if content_type.startswith(b"multipart/") else RawPhoto()
-        with photos_in_memory():
-            parsed = await parser.parse_request(
-                Request(parse_scope, replay(body, receive)), self.input_spec()
+        parsed = await parser.parse_request(
+            Request(parse_scope, replay(body, receive)), self.input_spec()
+        )
+        if self.check_photo is not None:
+            options = ToonifyOptions(
+                **{name: getattr(parsed, name) for name in ToonifyOptions.model_fields}
             )
-            if self.check_photo is not None:
-                options = ToonifyOptions(
-                    **{name: getattr(parsed, name) for name in ToonifyOptions.model_fields}
-                )
-                await self.check_photo(parsed.image.read_bytes(), options)
+            await self.check_photo(parsed.image.read_bytes(), options)
         if self.store is None:
             raise Overloaded("The job queue is starting; retry in a few seconds.")
         job = await self.store.submit(Upload(api_path, query, content_type, body, webhook or ""))
@@ -320,9 +320,7 @@ class JobDesk:
 
     async def _replay(self, upload: Upload) -> Answer:
         """The upload through the service as its ``POST /toonify``, answered into memory."""
-        DEADLINE.set(time.time() + self.settings.request_timeout_s)
-        LEVEL.set(Level.full)
-        CLIENT.set(QUEUE_CLIENT)
+        deadline = time.time() + self.settings.request_timeout_s
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -356,8 +354,9 @@ class JobDesk:
         gateway = self.gateway
         gateway.bill(gateway.meter.started())
         try:
-            with photos_in_memory():
-                await ErrorAnswers(gateway.app)(scope, replay(upload.body, nothing_more), capture)
+            admitted = partial(RequestState, deadline, Level.full, QUEUE_CLIENT)
+            answers = ErrorAnswers(gateway.app, state=admitted)
+            await answers(scope, replay(upload.body, nothing_more), capture)
             return Answer(
                 started.get("status", 500), list(started.get("headers", [])), b"".join(chunks)
             )
