@@ -13,9 +13,11 @@ For an upload (``POST /toonify`` and ``POST /toonify/json``), in this order:
    as it is; any other body is the photo itself and is labelled ``RAW_PHOTO_TYPE`` so that the
    typed API parses it with the options from the query (``forms.py``: each form parsed once).
    The request's deadline and level reach the API in context variables.
-4. **Billing.** Every request is metered from arrival to the end of its answer (Cloud Run bills
-   that time), and the meter accrues every second while the instance runs; answered images are
-   counted per level.
+4. **The answer, bounded** (``answer_budget.py``): handed over in pieces the client must take,
+   within its share of the bytes waiting.
+5. **Billing** (``billing.py``): every request is metered from arrival to the end of its answer
+   (Cloud Run bills that time), and the meter accrues every second while the instance runs;
+   answered images are counted per level.
 
 For every request: errors leave in the documented JSON form (``errors.ErrorAnswers``: what the
 API raised, the router's 404 and 405, BentoML's own), and request metrics are labelled by route
@@ -38,13 +40,14 @@ from starlette.datastructures import Headers
 from preprocess import ImageTooLarge, InputError
 
 from .. import metrics
-from ..cost import BillingMeter, Charge, RollingCost, price_profile
 from ..error_answers import ErrorAnswers, error_response
 from ..errors import MethodNotAllowed, Overloaded, ServiceError, outcome
 from ..levels import Ladder, Level
 from ..request import current_request
 from ..schema import ToonifyOptions
 from ..settings import Settings
+from .answer_budget import AnswerBudget, AnswerNotTaken
+from .billing import Billing
 from .fairness import FairSlots, PreemptibleSlots, client_address, client_network, parse_networks
 from .job_desk import JobDesk
 from .responses import server_timing
@@ -57,20 +60,12 @@ from .uploads import (
     Send,
     check_query,
     read_body,
-    receive_nothing,
     replay,
     to_its_parser,
 )
 
 logger = logging.getLogger("toonify.gateway")
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class AnswerNotTaken(Exception):
-    """The client stopped taking its answer: the connection is closed, its bytes let go."""
-
-
-ANSWER_PIECE = 64 * 1024  # the answer is handed over in pieces of this size
 
 
 @dataclass
@@ -118,14 +113,8 @@ class Gateway:
         self.in_flight_bytes = FairSlots(
             round(share * settings.max_in_flight_bytes), hard_limit=2 * settings.max_in_flight_bytes
         )
-        self.unsent = FairSlots(
-            round(share * settings.max_unsent_answer_bytes),
-            hard_limit=settings.max_unsent_answer_bytes,
-        )
-        self.profile = price_profile(settings.cost)
-        self.meter = BillingMeter(self.profile, settings.billed_vcpu, settings.billed_memory_gib)
-        self.recent_cost = RollingCost(settings.cost_window_s)
-        self._clock: asyncio.Task | None = None
+        self.answers = AnswerBudget(settings, self._overloaded)
+        self.billing = Billing(settings)
         # Jobs (job_desk.py), where the typed API's input model is given to check submissions'
         # forms and options, and ``job_check`` their photos.
         self.job_desk = None
@@ -173,7 +162,7 @@ class Gateway:
         state = current_request()  # opened by ErrorAnswers, around this
         assert state is not None
         state.deadline = time.time() + self.settings.request_timeout_s
-        self.bill(self.meter.started())
+        self.billing.started()
         client = state.client = self.client_of(scope)
         try:
             body = await self._admit_and_read(scope, receive, client)
@@ -187,7 +176,7 @@ class Gateway:
             self.in_flight_bytes.take(client, size)
             metrics.requests_in_flight.inc()
             try:
-                answer = self._bounded_answer(scope, send, client, arrived)
+                answer = self.answers.bounded(scope, send, client, arrived)
                 request_body = replay(body, receive)
                 del body  # the replay hands it over once, and lets go of it then
                 await self.app(scope, request_body, answer)
@@ -208,7 +197,7 @@ class Gateway:
             await response(scope, receive, send)
         finally:
             ok = answered.status < 400
-            self.bill(self.meter.finished(), images=1 if ok else 0)
+            self.billing.finished(images=1 if ok else 0)
             if ok:
                 metrics.answered_images.labels(state.level).inc()
             if answered.code != "client_gone":
@@ -231,7 +220,7 @@ class Gateway:
     async def _admit_and_read(self, scope: Scope, receive: Receive, client: str) -> bytes:
         check_query(scope.get("query_string", b""), self.settings)
         self._level_for(client)  # refused before the body past the ladder's top
-        if not self._answer_fits(client, 1):
+        if not self.answers.fits(client, 1):
             raise self._overloaded("Too many answers are waiting to be taken")
         return await self.read_upload(
             scope, receive, client, self.receiving, self.settings.max_receiving
@@ -275,101 +264,25 @@ class Gateway:
         finally:
             metrics.uploads_receiving.dec()
 
-    def _answer_fits(self, client: str, length: int) -> bool:
-        """Whether ``length`` more answer bytes may wait for ``client``: within the instance's
-        budget, and within the client's share of it unless it has nothing else waiting."""
-        held = self.unsent.held[client]
-        return self.unsent.total + length <= self.unsent.hard_limit and (
-            held == 0 or held + length <= self.unsent.share
-        )
-
-    def _bounded_answer(self, scope: Scope, send: Send, client: str, arrived: float) -> Send:
-        """A send that hands the answer over in pieces, each taken by the client within
-        ``answer_idle_timeout_s``, and counts the bytes not yet taken against the instance's and
-        the client's share of ``max_unsent_answer_bytes``: an answer that does not fit is
-        answered 503 instead, and one the client does not take closes the connection. The
-        answer's Server-Timing gets ``total``: arrival to answer, queues included."""
-        refused = False
-
-        async def bounded(message: Message) -> None:
-            nonlocal refused
-            if refused:
-                return  # the body of an answer replaced by the refusal
-            if message["type"] == "http.response.start":
-                length = int(Headers(raw=message.get("headers", [])).get("content-length", 0))
-                if message["status"] < 400 and not self._answer_fits(client, length):
-                    refused = True
-                    full = self._overloaded("Too many answers are waiting to be taken")
-                    await error_response(full)(scope, receive_nothing, send)
-                    return
-                total = f"total;dur={(time.perf_counter() - arrived) * 1000:.1f}"
-                await send({**message, "headers": with_timing(message.get("headers", []), total)})
-                return
-            body = message.get("body", b"")
-            if not body:
-                await send(message)
-                return
-            self.unsent.take(client, len(body))
-            sent = 0
-            try:
-                for offset in range(0, len(body), ANSWER_PIECE):
-                    piece = body[offset : offset + ANSWER_PIECE]
-                    more = message.get("more_body", False) or offset + ANSWER_PIECE < len(body)
-                    try:
-                        await asyncio.wait_for(
-                            send({"type": "http.response.body", "body": piece, "more_body": more}),
-                            self.settings.answer_idle_timeout_s,
-                        )
-                    except TimeoutError:
-                        raise AnswerNotTaken from None
-                    sent += len(piece)
-                    self.unsent.give_back(client, len(piece))
-            finally:
-                self.unsent.give_back(client, len(body) - sent)
-
-        return bounded
-
     def too_large(self, size: int) -> str:
         return (
             f"The upload is {size / 1e6:.1f} MB; the limit is {self.settings.max_bytes / 1e6:.0f}"
             " MB. Send a smaller or more compressed photo."
         )
 
-    # --- billing -------------------------------------------------------------------------------
-
-    def bill(self, charge: Charge, images: int = 0) -> None:
-        name = self.profile.name
-        metrics.billed_seconds.labels(name).inc(charge.seconds)
-        metrics.billed_usd.labels(name).inc(charge.usd)
-        self.recent_cost.add(charge.usd, images)
-        metrics.cost_per_1000_images_usd.labels(name).set(self.recent_cost.per_1000_images())
-
     def _lifespan(self, scope: Scope, receive: Receive) -> Receive:
-        """Start the billing clock with the app and stop it with the app."""
-
-        async def tick() -> None:
-            while True:
-                await asyncio.sleep(1.0)
-                self.bill(self.meter.tick())
+        """Start the billing clock and the job queue with the app, and stop them with it."""
 
         async def wrapped() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._clock = asyncio.create_task(tick())
+                self.billing.start_clock()
                 if self.job_desk is not None:
                     self.job_desk.start(scope)
-            elif message["type"] == "lifespan.shutdown" and self._clock is not None:
-                self._clock.cancel()
+            elif message["type"] == "lifespan.shutdown":
+                self.billing.stop_clock()
                 if self.job_desk is not None:
                     await self.job_desk.stop()
             return message
 
         return wrapped
-
-
-def with_timing(headers: list, entry: str) -> list:
-    """``headers`` with ``entry`` added to their Server-Timing."""
-    timing = [value for name, value in headers if name.lower() == b"server-timing"]
-    kept = [(name, value) for name, value in headers if name.lower() != b"server-timing"]
-    value = b", ".join([*timing, entry.encode()])
-    return [*kept, (b"server-timing", value)]

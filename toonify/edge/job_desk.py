@@ -30,6 +30,7 @@ from ..errors import Expired, MethodNotAllowed, NotFound, Overloaded, outcome
 from ..levels import Level
 from ..request import RequestState
 from ..schema import JobStatus, ToonifyOptions
+from .billing import Billing
 from .fairness import FairSlots, PreemptibleSlots
 from .forms import PhotoForm, RawPhoto
 from .jobs import Answer, Claim, JobStore, Upload, eta_s, is_job_id, open_store
@@ -67,9 +68,7 @@ class Entry(Protocol):
     settings: Any
     ladder: Any
     processing: FairSlots
-    meter: Any
-
-    def bill(self, charge: Any, images: int = 0) -> None: ...
+    billing: Billing
 
     def client_of(self, scope: dict) -> str: ...
 
@@ -352,7 +351,7 @@ class JobDesk:
             await asyncio.Event().wait()  # the client of a job never disconnects
 
         gateway = self.gateway
-        gateway.bill(gateway.meter.started())
+        gateway.billing.started()
         try:
             admitted = partial(RequestState, deadline, Level.full, QUEUE_CLIENT)
             answers = ErrorAnswers(gateway.app, state=admitted)
@@ -368,7 +367,7 @@ class JobDesk:
             # Billed and counted as the gateway counts a /toonify answer: the fleet's cost per
             # 1000 images holds jobs too.
             status = started.get("status", 500)
-            gateway.bill(gateway.meter.finished(), images=1 if status < 400 else 0)
+            gateway.billing.finished(images=1 if status < 400 else 0)
             code = dict(started.get("headers", [])).get(b"x-error-code", b"").decode() or None
             metrics.images.labels(outcome(status, code)).inc()
             if status < 400:
