@@ -1,0 +1,20 @@
+"""The job store the settings name: Redis shared by a fleet, or the embedded SQLite file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .jobs import JobStore
+
+
+def open_store(
+    url: str, folder: Path, max_jobs: int, max_bytes: int, visibility_s: float
+) -> JobStore:
+    """The store the settings name: Redis at ``url``, else SQLite in ``folder``."""
+    if url:
+        from .job_store_redis import RedisJobStore
+
+        return RedisJobStore(url, max_jobs, max_bytes, visibility_s)
+    from .job_store_sqlite import SQLiteJobStore
+
+    return SQLiteJobStore(folder, max_jobs, max_bytes)
