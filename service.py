@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 
 from toonify import bentoml_patches, metrics, shutdown
 from toonify.calls import call_service
+from toonify.edge.forms import PARSERS
 from toonify.edge.responses import answer_headers, answer_json, answer_response
 from toonify.edge.site import make_site
 from toonify.error_answers import ErrorAnswers, answered_errors
@@ -65,7 +66,7 @@ os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
 # Each checked first (docs/bentoml-patches.md). Among them: the services talk over loopback TCP,
 # not Unix sockets (BENTOML_NO_UDS): on SIGTERM BentoML deletes its socket directory at once,
 # before the workers drain, and the entry's in-flight requests could no longer reach the others.
-bentoml_patches.install()
+bentoml_patches.install(PARSERS)
 
 # Internal calls keep one connection pool for the life of the worker: BentoML's default renews
 # the pool every 100 calls by closing it under calls still reading their answers

@@ -112,12 +112,16 @@ def swagger_ui_page() -> Path:
 PARSER_SIGNATURE = ["self", "request", "cls"]  # Serde.parse_request(self, request, cls)
 
 
-def install() -> None:
+_PARSERS: dict[str, type] = {}  # what install() put in BentoML's table, by media type
+
+
+def install(parsers: dict[str, type]) -> None:
+    """Every patch, each checked first; ``parsers`` (toonify.edge.forms.PARSERS) take the
+    request parsing of their media types."""
     from _bentoml_impl import serde
 
-    from .edge.forms import RAW_PHOTO_TYPE, PhotoForm, RawPhoto
-
     check_reliances()
+    _PARSERS.update(parsers)
     if all(installed().values()):
         return
     require(
@@ -136,8 +140,7 @@ def install() -> None:
         "bentoml._internal.server.http_app.log_exception and its logger",
     )
     traffic.TimeoutMiddleware = TimeoutMiddleware
-    serde.ALL_SERDE["multipart/form-data"] = PhotoForm
-    serde.ALL_SERDE[RAW_PHOTO_TYPE] = RawPhoto
+    serde.ALL_SERDE.update(parsers)
     if not any(isinstance(f, UsersErrorsUnlogged) for f in http_app.logger.filters):
         http_app.logger.addFilter(UsersErrorsUnlogged())
 
@@ -212,12 +215,10 @@ def installed() -> dict[str, bool]:
     """Which patches are in place in this process (for tests and /readyz diagnostics)."""
     from _bentoml_impl import serde
 
-    from .edge.forms import RAW_PHOTO_TYPE, PhotoForm, RawPhoto
-
     return {
         "timeout_middleware": traffic.TimeoutMiddleware is TimeoutMiddleware,
-        "photo_form": serde.ALL_SERDE.get("multipart/form-data") is PhotoForm,
-        "raw_photo": serde.ALL_SERDE.get(RAW_PHOTO_TYPE) is RawPhoto,
+        "request_parsers": bool(_PARSERS)
+        and all(serde.ALL_SERDE.get(kind) is parser for kind, parser in _PARSERS.items()),
         "users_errors_unlogged": any(
             isinstance(f, UsersErrorsUnlogged) for f in http_app.logger.filters
         ),

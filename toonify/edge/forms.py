@@ -110,6 +110,10 @@ class RawPhoto(JSONSerde):
         return typed_input(cls, photo, request.query_params.multi_items(), decode_query_value)
 
 
+# The parsers of the typed API's two forms, by media type (installed by bentoml_patches).
+PARSERS: dict[str, type] = {"multipart/form-data": PhotoForm, RAW_PHOTO_TYPE: RawPhoto}
+
+
 def typed_input(
     cls: type[Input],
     photo: bytes,
