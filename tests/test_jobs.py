@@ -20,12 +20,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from toonify.edge.gateway import Gateway
-from toonify.edge.job_store_redis import RedisJobStore
-from toonify.edge.job_store_sqlite import SQLiteJobStore
-from toonify.edge.job_stores import open_store
-from toonify.edge.jobs import Answer, Upload, eta_s, is_job_id
 from toonify.error_answers import answered_errors
 from toonify.errors import GeneratorUnavailable, QueueFull, Unavailable
+from toonify.jobs.model import Answer, Upload, eta_s, is_job_id
+from toonify.jobs.store_redis import RedisJobStore
+from toonify.jobs.store_sqlite import SQLiteJobStore
+from toonify.jobs.stores import open_store
 from toonify.request import request_level
 from toonify.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Webhooks when a job ends (toonify/edge/webhooks.py): which URLs are taken, the signature a
+"""Webhooks when a job ends (toonify/jobs/webhooks.py): which URLs are taken, the signature a
 receiver verifies with the Standard Webhooks library, and delivery from a served instance to a
 real https receiver."""
 
@@ -18,8 +18,8 @@ import httpx
 import pytest
 from standardwebhooks import Webhook
 
-from toonify.edge.webhooks import WebhookSender, split_webhook
 from toonify.errors import BadOption
+from toonify.jobs.webhooks import WebhookSender, split_webhook
 from toonify.settings import Settings
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -99,13 +99,13 @@ class Settings(BaseSettings):
     body_idle_timeout_s: float = 10.0  # the longest pause in it
     body_min_rate: float = 8192.0  # bytes/s on average, after the first 3 s
     retry_after_s: int = 2
-    # Jobs (toonify/edge/jobs.py): the embedded store's folder ("" = <tmp>/toonify-queue), or a
+    # Jobs (toonify/jobs/): the embedded store's folder ("" = <tmp>/toonify-queue), or a
     # Redis shared by a fleet (redis://host:port/db); the bounds, how long a result is kept, and
     # how long a job taken by an instance that stops answering waits before another takes it.
     queue_dir: Path | None = None
     queue_url: RedisDsn | None = None
     queue_visibility_timeout_s: float = 30.0
-    # Webhooks when a job ends (toonify/edge/webhooks.py): the Standard Webhooks secret
+    # Webhooks when a job ends (toonify/jobs/webhooks.py): the Standard Webhooks secret
     # (whsec_..., none: no webhooks), whether private addresses may receive them, and a CA file
     # for receivers with certificates from an internal CA.
     webhook_secret: SecretStr | None = None

@@ -23,15 +23,15 @@ from starlette.responses import JSONResponse, Response
 
 from .. import metrics
 from ..errors import Expired, MethodNotAllowed, NotFound, Overloaded
+from ..jobs.model import JobStore, Upload, eta_s, is_job_id
+from ..jobs.stores import open_store
+from ..jobs.webhooks import WebhookSender, split_webhook
 from ..schema import JobStatus, ToonifyOptions
 from .billing import Billing
 from .fairness import FairSlots, PreemptibleSlots
 from .forms import PhotoForm, RawPhoto
 from .job_runner import JobRunner
-from .job_stores import open_store
-from .jobs import JobStore, Upload, eta_s, is_job_id
 from .uploads import check_query, replay, to_its_parser
-from .webhooks import WebhookSender, split_webhook
 
 logger = logging.getLogger("toonify.jobs")
 PENDING_RETRY_S = (2, 30)  # when to ask again for a pending result: from 2 s to 30 s

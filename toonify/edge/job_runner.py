@@ -14,11 +14,11 @@ from typing import Any
 from .. import metrics, shutdown
 from ..error_answers import ErrorAnswers, error_response
 from ..errors import outcome
+from ..jobs.model import Answer, Claim, JobStore, Upload
+from ..jobs.webhooks import WebhookSender
 from ..levels import Level
 from ..request import RequestState
-from .jobs import Answer, Claim, JobStore, Upload
 from .uploads import replay
-from .webhooks import WebhookSender
 
 logger = logging.getLogger("toonify.jobs")
 QUEUE_CLIENT = "queue"  # what running jobs count against in the fairness tables

@@ -1,5 +1,5 @@
 """The Redis store's changes of state, each one Lua script run atomically by Redis
-(job_store_redis.py says which keys and arguments each takes)."""
+(store_redis.py says which keys and arguments each takes)."""
 
 SUBMIT = """
 local count = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])

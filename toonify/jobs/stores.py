@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .jobs import JobStore
+from .model import JobStore
 
 
 def open_store(
@@ -12,9 +12,9 @@ def open_store(
 ) -> JobStore:
     """The store the settings name: Redis at ``url``, else SQLite in ``folder``."""
     if url:
-        from .job_store_redis import RedisJobStore
+        from .store_redis import RedisJobStore
 
         return RedisJobStore(url, max_jobs, max_bytes, visibility_s)
-    from .job_store_sqlite import SQLiteJobStore
+    from .store_sqlite import SQLiteJobStore
 
     return SQLiteJobStore(folder, max_jobs, max_bytes)

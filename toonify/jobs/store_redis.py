@@ -31,8 +31,8 @@ import redis.asyncio as redis
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from ..errors import QueueFull, Unavailable
-from .job_store_redis_scripts import CLAIM, DELETE, EXPIRE, FINISH, RECLAIM, RELEASE, RENEW, SUBMIT
-from .jobs import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
+from .model import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
+from .store_redis_scripts import CLAIM, DELETE, EXPIRE, FINISH, RECLAIM, RELEASE, RENEW, SUBMIT
 
 PREFIX = "toonify:"
 TOMBSTONE_S = 86_400  # an expired id answers 410 for a day, then 404

@@ -7,8 +7,8 @@ replaying the upload through the service as a ``POST /toonify``: the result is t
 ``/toonify`` would have given (status, headers, body), kept until ``TOONIFY_RESULT_TTL_S``.
 
 Two stores keep the same promises (``JobStore``): the embedded one, SQLite in
-``TOONIFY_QUEUE_DIR`` (job_store_sqlite.py: one instance; it survives a restart of the server),
-and Redis at ``TOONIFY_QUEUE_URL``, shared by a fleet (job_store_redis.py); ``job_stores.py``
+``TOONIFY_QUEUE_DIR`` (store_sqlite.py: one instance; it survives a restart of the server),
+and Redis at ``TOONIFY_QUEUE_URL``, shared by a fleet (store_redis.py); ``stores.py``
 opens the one the settings name. A queued photo is kept until its
 job ends and deleted then; a result is deleted at its TTL or by ``DELETE /jobs/{id}``. The id
 (128 random bits) is the only key. A job is run at least once and answered once: a job whose

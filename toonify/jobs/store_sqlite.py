@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import QueueFull
-from .jobs import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
+from .model import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
