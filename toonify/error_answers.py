@@ -142,6 +142,7 @@ class ErrorAnswers:
                     raise
                 if not is_users_error(exc):
                     logger.exception("unexpected error answering %s", scope.get("path"))
+                release_frames(exc)  # a refused submission's frames hold its photo
                 state.raised = state.raised or exc
                 await answer({"type": "http.response.start", "status": 500, "headers": []})
 

@@ -3,12 +3,19 @@ says what every store promises)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ..errors import QueueFull
 from .model import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -34,13 +41,29 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, submitted);
 """
 
 
+def _off_the_loop(method: Callable[..., T]) -> Callable[..., Awaitable[T]]:
+    """The store's method run in the store's own thread, one call after another: a submission
+    writes a photo of up to 20 MB with ``secure_delete`` and an fsync, which the entry's event
+    loop (every request of the instance) must not wait for."""
+
+    @functools.wraps(method)
+    async def run(self: SQLiteJobStore, *args: Any, **kwargs: Any) -> T:
+        call = functools.partial(method, self, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    return run
+
+
 class SQLiteJobStore:
-    """The embedded store: one SQLite file, used from the entry worker's event loop thread (each
-    call is a local transaction of well under a millisecond)."""
+    """The embedded store: one SQLite file, used from a thread of its own."""
 
     def __init__(self, folder: Path, max_jobs: int, max_bytes: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(folder / "jobs.sqlite3", isolation_level=None)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="job-store")
+        # Used by that thread alone once open (one call at a time).
+        self.db = sqlite3.connect(
+            folder / "jobs.sqlite3", isolation_level=None, check_same_thread=False
+        )
         # Deleted photos and answers are overwritten in the file, not left in free pages; the
         # rollback journal that briefly holds them is deleted after each write.
         self.db.execute("PRAGMA secure_delete = ON")
@@ -58,7 +81,8 @@ class SQLiteJobStore:
             "UPDATE jobs SET status = 'queued', started = NULL WHERE status = 'running'"
         )
 
-    async def submit(self, upload: Upload) -> Job:
+    @_off_the_loop
+    def submit(self, upload: Upload) -> Job:
         (waiting,) = self.db.execute(
             "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
         ).fetchone()
@@ -84,7 +108,8 @@ class SQLiteJobStore:
         )
         return self._get(job_id)
 
-    async def get(self, job_id: str) -> Job | None:
+    @_off_the_loop
+    def get(self, job_id: str) -> Job | None:
         return self._get(job_id)
 
     def _get(self, job_id: str) -> Job | None:
@@ -95,20 +120,23 @@ class SQLiteJobStore:
         ).fetchone()
         return Job(*row) if row else None
 
-    async def position(self, job: Job) -> int:
+    @_off_the_loop
+    def position(self, job: Job) -> int:
         (ahead,) = self.db.execute(
             "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND submitted < ?",
             (job.submitted,),
         ).fetchone()
         return ahead
 
-    async def depth(self) -> tuple[int, float]:
+    @_off_the_loop
+    def depth(self) -> tuple[int, float]:
         count, oldest = self.db.execute(
             "SELECT COUNT(*), MIN(submitted) FROM jobs WHERE status = 'queued'"
         ).fetchone()
         return count, (time.time() - oldest) if oldest else 0.0
 
-    async def claim(self) -> Claim | None:
+    @_off_the_loop
+    def claim(self) -> Claim | None:
         row = self.db.execute(
             "SELECT id, path, query, content_type, photo, webhook, attempts FROM jobs "
             "WHERE status = 'queued' ORDER BY submitted LIMIT 1"
@@ -125,10 +153,12 @@ class SQLiteJobStore:
         upload = Upload(path, query, content_type, photo, webhook or "")
         return Claim(self._get(job_id), upload, "", attempts + 1)
 
-    async def renew(self, claim: Claim) -> bool:
+    @_off_the_loop
+    def renew(self, claim: Claim) -> bool:
         return self._get(claim.job.id) is not None
 
-    async def release(self, claim: Claim) -> bool:
+    @_off_the_loop
+    def release(self, claim: Claim) -> bool:
         return (
             self.db.execute(
                 "UPDATE jobs SET status = 'queued', started = NULL "
@@ -138,7 +168,8 @@ class SQLiteJobStore:
             > 0
         )
 
-    async def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
+    @_off_the_loop
+    def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
         now = time.time()
         return (
             self.db.execute(
@@ -160,7 +191,8 @@ class SQLiteJobStore:
             > 0
         )
 
-    async def answer(self, job_id: str) -> Answer | None:
+    @_off_the_loop
+    def answer(self, job_id: str) -> Answer | None:
         row = self.db.execute(
             "SELECT answer_status, answer_headers, answer FROM jobs WHERE id = ? AND "
             "status IN ('done', 'failed')",
@@ -168,17 +200,20 @@ class SQLiteJobStore:
         ).fetchone()
         return Answer.of(*row) if row else None
 
-    async def delete(self, job_id: str) -> bool:
+    @_off_the_loop
+    def delete(self, job_id: str) -> bool:
         return self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
 
-    async def drain_rate(self, window_s: float) -> float:
+    @_off_the_loop
+    def drain_rate(self, window_s: float) -> float:
         now = time.time()
         count, first = self.db.execute(
             "SELECT COUNT(*), MIN(finished) FROM jobs WHERE finished > ?", (now - window_s,)
         ).fetchone()
         return jobs_per_second(count, first, now)
 
-    async def maintain(self) -> None:
+    @_off_the_loop
+    def maintain(self) -> None:
         self.expire()
 
     def expire(self, keep_tombstones_s: float = 86_400.0) -> int:
@@ -196,4 +231,5 @@ class SQLiteJobStore:
         return expired
 
     async def close(self) -> None:
-        self.db.close()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self.db.close)
+        self._thread.shutdown()
