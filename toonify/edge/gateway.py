@@ -19,10 +19,10 @@ For an upload (``POST /toonify`` and ``POST /toonify/json``), in this order:
    (Cloud Run bills that time), and the meter accrues every second while the instance runs;
    answered images are counted per level.
 
-For every request: errors leave in the documented JSON form (``error_answers.ErrorAnswers``: what the
-API raised, the router's 404 and 405, BentoML's own), and request metrics are labelled by route
-template, so made-up paths share one series. Run one entry worker per instance: admission and
-billing are per process.
+For every request: errors leave in the documented JSON form (``error_answers.ErrorAnswers``:
+what the API raised, the router's 404 and 405, BentoML's own), and request metrics are labelled
+by route template, so made-up paths share one series. Run one entry worker per instance:
+admission and billing are per process.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from .. import metrics
 from ..errors import Expired, MethodNotAllowed, NotFound, Overloaded
@@ -31,6 +31,7 @@ from .billing import Billing
 from .fairness import FairSlots, PreemptibleSlots
 from .forms import PhotoForm, RawPhoto
 from .job_runner import JobRunner
+from .responses import json_answer
 from .uploads import check_query, replay, to_its_parser
 
 logger = logging.getLogger("toonify.jobs")
@@ -129,7 +130,7 @@ class JobDesk:
             await self.store.delete(job_id)
             await Response(status_code=204)(scope, receive, send)
         elif tail == "":
-            await JSONResponse(await self._status(job))(scope, receive, send)
+            await json_answer(await self._status(job))(scope, receive, send)
         else:
             await self._result(job, scope, receive, send)
 
@@ -163,7 +164,7 @@ class JobDesk:
         self.runner.wake.set()
         status = await self._status(job)
         headers = {"Location": status["status_url"]}
-        await JSONResponse(status, status_code=202, headers=headers)(scope, receive, send)
+        await json_answer(status, 202, headers)(scope, receive, send)
 
     async def _status(self, job) -> dict:
         position = eta = None
@@ -187,9 +188,8 @@ class JobDesk:
         answer = await self.store.answer(job.id)
         if answer is None:  # queued or running
             status = await self._status(job)
-            pending = JSONResponse(
-                status, status_code=202, headers={"Retry-After": str(poll_after_s(status["eta_s"]))}
-            )
+            retry = {"Retry-After": str(poll_after_s(status["eta_s"]))}
+            pending = json_answer(status, 202, retry)
             await pending(scope, receive, send)
             return
         await send(

@@ -1,4 +1,6 @@
-"""The answer to POST /toonify as HTTP: the image with what went into it in headers, or JSON."""
+"""Successful answers as HTTP, in one place: the answer to POST /toonify (the image with what
+went into it in headers, or JSON), and the JSON of the other routes (a job's status, the API
+document). Error answers are toonify/error_answers.py's."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ import json
 from starlette.responses import JSONResponse, Response
 
 from ..schema import ResponseKind, ToonifiedPhoto, ToonifyJSON, ToonifyOptions
+
+
+def json_answer(data: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(data, status_code=status, headers=headers)
 
 
 def server_timing(timings: dict[str, float]) -> str:

@@ -8,12 +8,13 @@ from pathlib import Path
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from .. import metrics
 from ..bentoml_patches import swagger_ui_page
 from . import openapi
+from .responses import json_answer
 
 PAGE = Path(__file__).resolve().parents[2] / "static" / "index.html"
 
@@ -30,7 +31,7 @@ def make_site(openapi_document: Callable[[], dict]) -> Starlette:
         return FileResponse(swagger_page)
 
     async def document(request: Request) -> Response:
-        return JSONResponse(openapi.complete(openapi_document()))
+        return json_answer(openapi.complete(openapi_document()))
 
     async def prometheus(request: Request) -> Response:
         body = await anyio.to_thread.run_sync(metrics.exposition)
