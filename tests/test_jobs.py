@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from toonify.edge.gateway import Gateway
 from toonify.error_answers import answered_errors
-from toonify.errors import GeneratorUnavailable, QueueFull, Unavailable
+from toonify.errors import GeneratorUnavailable, QueueFull, TooManyJobs, Unavailable
 from toonify.jobs.model import Answer, Upload, eta_s, is_job_id
 from toonify.jobs.store_redis import RedisJobStore
 from toonify.jobs.store_sqlite import SQLiteJobStore
@@ -133,11 +133,17 @@ def test_methods_the_routes_do_not_take_are_405(client):
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.served)])
 def make_store(request, tmp_path):
-    """``make_store(max_jobs, max_bytes, visibility_s)``: a fresh store of each kind."""
+    """``make_store(max_jobs, max_bytes, visibility_s, max_per_client)``: a fresh store of each
+    kind."""
 
-    def make(max_jobs: int = 10, max_bytes: int = 10_000, visibility_s: float = 30.0):
+    def make(
+        max_jobs: int = 10,
+        max_bytes: int = 10_000,
+        visibility_s: float = 30.0,
+        max_per_client: int = 100,
+    ):
         url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
-        return open_store(url, tmp_path, max_jobs, max_bytes, visibility_s)
+        return open_store(url, tmp_path, max_jobs, max_bytes, visibility_s, max_per_client)
 
     yield make
 
@@ -227,6 +233,34 @@ def test_a_released_job_runs_again_at_its_place_and_kept_answers_count_in_the_by
             await store.submit(upload(b"c" * 500))  # 500 + 2,400 + 500 > 3,000
         await store.maintain()  # the answer expires: its bytes come back
         assert (await store.submit(upload(b"c" * 500))).status == "queued"
+
+    asyncio.run(scenario())
+
+
+def test_a_client_has_a_bound_on_its_waiting_jobs_and_nothing_of_it_is_lost(make_store):
+    """One client (a script) cannot fill the fleet's line: past its bound it is refused 429,
+    its earlier jobs stay, other clients are taken, and a job that ends frees a place."""
+
+    async def scenario():
+        store = make_store(max_jobs=10, max_per_client=2)
+        own = [Upload("/toonify/raw", b"", b"image/jpeg", b"x", client="198.51.100.7")] * 3
+        first, second = [await store.submit(each) for each in own[:2]]
+        with pytest.raises(TooManyJobs) as refused:
+            await store.submit(own[2])
+        assert refused.value.status == 429 and refused.value.retry_after
+        other = await store.submit(Upload("/toonify/raw", b"", b"image/jpeg", b"y", client="b"))
+        assert (await store.get(first.id)).status == "queued"
+        assert (await store.get(other.id)).status == "queued"
+        claim = await store.claim()  # the oldest: the client's first
+        assert claim.job.id == first.id
+        await store.finish(claim, Answer(200, [], b"toon"), "full", 60)
+        third = await store.submit(own[2])  # its first ended: a place is free
+        await store.delete(second.id)
+        fourth = await store.submit(own[2])
+        assert {third.id, fourth.id} <= {(await store.get(j.id)).id for j in (third, fourth)}
+        with pytest.raises(TooManyJobs):
+            await store.submit(own[2])
+        await store.close()
 
     asyncio.run(scenario())
 
@@ -568,3 +602,25 @@ def test_sigterm_with_a_backlog_exits_in_time_and_loses_no_job(
     print(f"exited {exited_s:.1f} s after SIGTERM; jobs {dict(ends)}")
     assert exited_s < timeout_s + 5
     assert len(rows) == 200 and set(ends) <= {("done", 0, 1), ("queued", 1, 0)}, ends
+
+
+@pytest.mark.served
+def test_one_client_past_its_bound_is_told_429_and_keeps_its_jobs(
+    serve, default_models, photo_jpeg, tmp_path
+):
+    server = serve(
+        queue_max_jobs_per_client=2, queue_max_running=0, queue_dir=str(tmp_path / "queue")
+    )
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        kept = [client.post("/jobs/raw", content=photo_jpeg) for _ in range(2)]
+        refused = client.post("/jobs/raw", content=photo_jpeg)
+        statuses = [client.get(job.json()["status_url"]).json()["status"] for job in kept]
+    other = httpx.Client(
+        base_url=server.url, timeout=60, transport=httpx.HTTPTransport(local_address="127.0.0.2")
+    )
+    with other:
+        elsewhere = other.post("/jobs/raw", content=photo_jpeg)
+    assert [job.status_code for job in kept] == [202, 202] and statuses == ["queued"] * 2
+    assert refused.status_code == 429 and refused.json()["error"] == "too_many_jobs"
+    assert int(refused.headers["retry-after"]) > 0
+    assert elsewhere.status_code == 202

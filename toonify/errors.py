@@ -114,6 +114,13 @@ class QueueFull(ServiceError):
     default_detail = "The queue of jobs is full; try again in half a minute."
 
 
+class TooManyJobs(ServiceError):
+    code, status, default_retry_after = "too_many_jobs", 429, 30
+    default_detail = (
+        "You have as many jobs waiting as one client may; submit more once some have finished."
+    )
+
+
 class Expired(ServiceError):
     code, status = "expired", 410
     default_detail = "This job's result was deleted after its retention time; submit it again."
@@ -133,6 +140,7 @@ SERVICE_ERRORS: tuple[type[ServiceError], ...] = (
     NotReady,
     Timeout,
     QueueFull,
+    TooManyJobs,
     Expired,
 )
 BY_CODE: dict[str, type[Exception]] = {

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
     webhook_ca_file: Path | None = None
     queue_max_jobs: int = 10_000
+    # Jobs waiting (queued or running) per client network: a visitor has one or two; a school or
+    # an office behind one IPv4 address has many visitors; a script has hundreds (docs/jobs.md).
+    queue_max_jobs_per_client: int = 50
     # Jobs running at once per instance: each takes CPU from the next /toonify (docs/jobs.md);
     # 0: this instance takes submissions but runs none.
     queue_max_running: int = 2

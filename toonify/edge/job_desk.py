@@ -99,6 +99,7 @@ class JobDesk:
             settings.queue_max_jobs,
             settings.queue_max_bytes,
             settings.queue_visibility_timeout_s,
+            settings.queue_max_jobs_per_client,
         )
         self.runner.start(self.store, lifespan_scope)
 
@@ -141,8 +142,9 @@ class JobDesk:
         if webhook is not None:  # given, even empty: checked
             await self.webhooks.check(webhook)
         scope = {**scope, "query_string": query}  # what /toonify takes
+        client = gateway.client_of(scope)
         body = await gateway.read_upload(
-            scope, receive, gateway.client_of(scope), self.receiving, self.receiving_bound
+            scope, receive, client, self.receiving, self.receiving_bound
         )
         api_path = "/toonify/raw" if scope["path"] == "/jobs/raw" else "/toonify"
         parse_scope = to_its_parser({**scope, "path": api_path}, len(body), "/toonify")
@@ -159,7 +161,9 @@ class JobDesk:
             await self.check_photo(parsed.image.read_bytes(), options)
         if self.store is None:
             raise Overloaded("The job queue is starting; retry in a few seconds.")
-        job = await self.store.submit(Upload(api_path, query, content_type, body, webhook or ""))
+        job = await self.store.submit(
+            Upload(api_path, query, content_type, body, webhook or "", client)
+        )
         metrics.jobs.labels("submitted").inc()
         self.runner.wake.set()
         status = await self._status(job)

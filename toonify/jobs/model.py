@@ -35,6 +35,7 @@ class Upload:
     content_type: bytes
     body: bytes
     webhook: str = ""  # told when the job ends (webhooks.py)
+    client: str = ""  # who submitted it (the gateway's client network): its jobs are bounded
 
 
 @dataclass(frozen=True)

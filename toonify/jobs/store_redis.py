@@ -30,7 +30,7 @@ from typing import ParamSpec, TypeVar
 import redis.asyncio as redis
 from redis.exceptions import OutOfMemoryError, RedisError
 
-from ..errors import QueueFull, Unavailable
+from ..errors import QueueFull, TooManyJobs, Unavailable
 from .model import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
 from .store_redis_scripts import CLAIM, DELETE, EXPIRE, FINISH, RECLAIM, RELEASE, RENEW, SUBMIT
 
@@ -74,13 +74,21 @@ def _text(value: bytes | None) -> str | None:
 
 
 class RedisJobStore:
-    def __init__(self, url: str, max_jobs: int, max_bytes: int, visibility_s: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        max_jobs: int,
+        max_bytes: int,
+        visibility_s: float,
+        max_per_client: int = 2**31,
+    ) -> None:
         # Short timeouts: a Redis that does not answer is a 503 at once, not a hung request.
         self.redis = redis.Redis.from_url(
             url, socket_timeout=5, socket_connect_timeout=2, health_check_interval=10
         )
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
+        self.max_per_client = max_per_client
         self.visibility_s = visibility_s
         self.keys = {
             name: PREFIX + name
@@ -106,7 +114,13 @@ class RedisJobStore:
         job_id, now = new_job_id(), time.time()
         keys = self.keys
         taken = await self._submit(
-            keys=[keys["queued"], keys["running"], keys["held_bytes"], self._job_key(job_id)],
+            keys=[
+                keys["queued"],
+                keys["running"],
+                keys["held_bytes"],
+                self._job_key(job_id),
+                f"{PREFIX}client:{upload.client}",
+            ],
             args=[
                 repr(now),
                 upload.path,
@@ -117,8 +131,11 @@ class RedisJobStore:
                 self.max_bytes,
                 job_id,
                 upload.webhook,
+                self.max_per_client if upload.client else 2**31,
             ],
         )
+        if taken == -1:
+            raise TooManyJobs()  # past TOONIFY_QUEUE_MAX_JOBS_PER_CLIENT
         if not taken:
             raise QueueFull()  # past TOONIFY_QUEUE_MAX_JOBS or TOONIFY_QUEUE_MAX_BYTES
         return Job(job_id, "queued", now, None, None, None, None, None)

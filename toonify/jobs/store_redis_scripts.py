@@ -7,8 +7,12 @@ local bytes = tonumber(redis.call('GET', KEYS[3]) or '0')
 if count >= tonumber(ARGV[6]) or bytes + string.len(ARGV[5]) > tonumber(ARGV[7]) then
   return 0
 end
+-- KEYS[5]: the client's waiting jobs (queued or running), bounded by ARGV[10]
+if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[10]) then return -1 end
 redis.call('HSET', KEYS[4], 'status', 'queued', 'submitted', ARGV[1], 'path', ARGV[2],
-           'query', ARGV[3], 'content_type', ARGV[4], 'photo', ARGV[5], 'webhook', ARGV[9])
+           'query', ARGV[3], 'content_type', ARGV[4], 'photo', ARGV[5], 'webhook', ARGV[9],
+           'client_key', KEYS[5])
+redis.call('ZADD', KEYS[5], ARGV[1], ARGV[8])
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[8])
 redis.call('INCRBY', KEYS[3], string.len(ARGV[5]))
 return 1
@@ -63,6 +67,8 @@ return #lapsed
 FINISH = """
 if redis.call('HGET', KEYS[3], 'claim') ~= ARGV[2] then return 0 end
 redis.call('ZREM', KEYS[1], ARGV[1])
+local client_key = redis.call('HGET', KEYS[3], 'client_key')
+if client_key then redis.call('ZREM', client_key, ARGV[1]) end
 redis.call('DECRBY', KEYS[2], redis.call('HSTRLEN', KEYS[3], 'photo'))
 redis.call('INCRBY', KEYS[2], string.len(ARGV[10]))
 redis.call('HDEL', KEYS[3], 'photo', 'query', 'claim', 'webhook')
@@ -80,6 +86,8 @@ return 1
 
 DELETE = """
 if redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+local client_key = redis.call('HGET', KEYS[4], 'client_key')
+if client_key then redis.call('ZREM', client_key, ARGV[1]) end
 redis.call('DECRBY', KEYS[3], redis.call('HSTRLEN', KEYS[4], 'photo'))
 redis.call('DECRBY', KEYS[3], redis.call('HSTRLEN', KEYS[5], 'body'))
 redis.call('ZREM', KEYS[1], ARGV[1])

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import QueueFull
+from ..errors import QueueFull, TooManyJobs
 from .model import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
 
 T = TypeVar("T")
@@ -57,7 +57,9 @@ def _off_the_loop(method: Callable[..., T]) -> Callable[..., Awaitable[T]]:
 class SQLiteJobStore:
     """The embedded store: one SQLite file, used from a thread of its own."""
 
-    def __init__(self, folder: Path, max_jobs: int, max_bytes: int) -> None:
+    def __init__(
+        self, folder: Path, max_jobs: int, max_bytes: int, max_per_client: int = 2**31
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="job-store")
         # Used by that thread alone once open (one call at a time).
@@ -74,8 +76,12 @@ class SQLiteJobStore:
             self.db.execute("ALTER TABLE jobs ADD COLUMN webhook TEXT")
         if "attempts" not in columns:
             self.db.execute("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+        if "client" not in columns:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN client TEXT NOT NULL DEFAULT ''")
+        self.db.execute("CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client, status)")
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
+        self.max_per_client = max_per_client
         # A job running when the server stopped runs again (at least once, never lost).
         self.db.execute(
             "UPDATE jobs SET status = 'queued', started = NULL WHERE status = 'running'"
@@ -92,10 +98,16 @@ class SQLiteJobStore:
         ).fetchone()
         if waiting >= self.max_jobs or size + len(upload.body) > self.max_bytes:
             raise QueueFull()  # past TOONIFY_QUEUE_MAX_JOBS or TOONIFY_QUEUE_MAX_BYTES
+        (own,) = self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'running')",
+            (upload.client,),
+        ).fetchone()
+        if upload.client and own >= self.max_per_client:
+            raise TooManyJobs()  # past TOONIFY_QUEUE_MAX_JOBS_PER_CLIENT
         job_id = new_job_id()
         self.db.execute(
-            "INSERT INTO jobs (id, status, submitted, path, query, content_type, photo, webhook) "
-            "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, status, submitted, path, query, content_type, photo, webhook, "
+            "client) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 time.time(),
@@ -104,6 +116,7 @@ class SQLiteJobStore:
                 upload.content_type,
                 upload.body,
                 upload.webhook,
+                upload.client,
             ),
         )
         return self._get(job_id)
