@@ -579,7 +579,11 @@ def test_sigterm_with_a_backlog_exits_in_time_and_loses_no_job(
     instance exits within the request timeout and a few seconds, and every job is either done
     with its answer or still in line with its photo (the next start runs it)."""
     timeout_s = 20
-    server = serve(request_timeout_s=timeout_s, queue_dir=str(tmp_path / "queue"))
+    server = serve(
+        request_timeout_s=timeout_s,
+        queue_dir=str(tmp_path / "queue"),
+        queue_max_jobs_per_client=200,  # all from one address
+    )
     buffer = io.BytesIO()
     astronaut.resize((2048, 2048)).save(buffer, "JPEG")
     path = f"{server.url}/jobs/raw?paste_back=true"
