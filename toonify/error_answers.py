@@ -75,12 +75,12 @@ def answered_errors(api: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]
             return await api(*args, **kwargs)
         except BaseException as exc:  # a cancellation's frames hold the photo too
             release_frames(exc)
-            served = current_request() is not None
-            if not isinstance(exc, ServiceError | InputError) or not served:
-                record(exc)
+            if not isinstance(exc, Exception):
                 raise
             record(exc)
-            raise AnsweredError(exc) from exc
+            if isinstance(exc, ServiceError | InputError) and current_request() is not None:
+                raise AnsweredError(exc) from exc
+            raise
 
     return wrapped
 
