@@ -278,18 +278,29 @@ class Toonify:
         return answer_json(result)
 
     async def toonified(self, image: Path, options: ToonifyOptions) -> ToonifiedPhoto:
-        """The preprocessing worker's answer for this request's photo, within its deadline and
-        at the level the gateway admitted it at."""
-        deadline = request_deadline()
-        return await call_service(
-            self.preprocess.to_async.toonify_photo,
-            deadline,
-            photo=await asyncio.to_thread(image.read_bytes),
-            options=options,
-            deadline=deadline,
-            level=request_level(),
-            client=request_client(),
+        """This request's photo through the pipeline, within its deadline and at the level the
+        gateway admitted it at."""
+        photo = await asyncio.to_thread(image.read_bytes)
+        return await toonify_photo(
+            photo, options, request_deadline(), request_level(), request_client()
         )
+
+
+async def toonify_photo(
+    photo: bytes, options: ToonifyOptions, deadline: float, level: Level, client: str
+) -> ToonifiedPhoto:
+    """The pipeline, as /toonify and a job's run both call it: the preprocessing worker's
+    answer for the photo (it calls the generator with the aligned crops)."""
+    preprocess = bentoml_patches.dependency_client(Toonify, "preprocess")
+    return await call_service(
+        preprocess.to_async.toonify_photo,
+        deadline,
+        photo=photo,
+        options=options,
+        deadline=deadline,
+        level=level,
+        client=client,
+    )
 
 
 async def check_job_photo(photo: bytes, options: ToonifyOptions) -> None:
@@ -334,5 +345,6 @@ Toonify.add_asgi_middleware(
     upload_paths=("/toonify", "/toonify/json"),
     job_input=lambda: bentoml_patches.api_input_spec(Toonify, "toonify"),  # as /toonify checks
     job_check=check_job_photo,
+    job_pipeline=toonify_photo,
 )
 Toonify.mount_asgi_app(make_site(lambda: Toonify.openapi_spec.asdict()))

@@ -285,9 +285,11 @@ def test_the_document_gives_each_form_its_own_operation():
     for path in ("/toonify", "/toonify/json"):
         form, raw = spec["paths"][path]["post"], spec["paths"][f"{path}/raw"]["post"]
         assert set(form["requestBody"]["content"]) == {"multipart/form-data"}
-        assert "parameters" not in form  # options in the form only
+        # Options in the form only; both take the Prefer header that puts the photo in line.
+        assert [(p["name"], p["in"]) for p in form["parameters"]] == [("Prefer", "header")]
         assert set(raw["requestBody"]["content"]) == {"image/*"}
-        assert {p["in"] for p in raw["parameters"]} == {"query"}
+        assert {p["in"] for p in raw["parameters"] if p["name"] != "Prefer"} == {"query"}
+        assert "202" in form["responses"] and "202" in raw["responses"]
         assert "422" in form["responses"] and "422" in raw["responses"]
         fields = form["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
         assert fields["size"]["nullable"] and "nullable" not in fields["quality"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -20,13 +21,17 @@ import pytest
 from starlette.testclient import TestClient
 
 from toonify.edge.gateway import Gateway
+from toonify.edge.job_desk import Preference
+from toonify.edge.responses import answer_response
 from toonify.error_answers import answered_errors
 from toonify.errors import GeneratorUnavailable, QueueFull, TooManyJobs, Unavailable
-from toonify.jobs.model import Answer, Upload, eta_s, is_job_id
+from toonify.jobs.model import Outcome, Upload, eta_s, is_job_id
 from toonify.jobs.store_redis import RedisJobStore
 from toonify.jobs.store_sqlite import SQLiteJobStore
 from toonify.jobs.stores import open_store
-from toonify.request import request_level
+from toonify.levels import Level
+from toonify.request import current_request
+from toonify.schema import ToonifiedPhoto, ToonifyOptions
 from toonify.settings import Settings
 
 QUEUE = Path(tempfile.mkdtemp(prefix="toonify-test-queue-"))
@@ -41,24 +46,47 @@ def toonify_input():
     return service.Toonify.apis["toonify"].input_spec
 
 
+async def echo_pipeline(
+    photo: bytes, options: ToonifyOptions, deadline: float, level: Level, client: str
+) -> ToonifiedPhoto:
+    """The pipeline's stand-in: the photo's digest and what it was asked, as the image."""
+    if options.face_index is not None and options.face_index >= 100:
+        # face_index 100 + N: the first N runs find the generator restarting
+        RUNS[options.face_index] = RUNS.get(options.face_index, 0) + 1
+        if RUNS[options.face_index] <= options.face_index - 100:
+            raise GeneratorUnavailable()
+    echo = {
+        "sha256": hashlib.sha256(photo).hexdigest(),
+        "format": options.format.value,
+        "level": level.value,
+    }
+    return ToonifiedPhoto(
+        image=json.dumps(echo).encode(),
+        image_type="application/json",
+        level=level,
+        generated_size=256,
+        num_faces=1,
+        faces=[],
+        timings={"echo": 0.001},
+    )
+
+
 @bentoml.service(name="jobs-echo", metrics={"enabled": False})
 class Echo:
     @bentoml.api(route="/toonify", input_spec=toonify_input())
     @answered_errors
-    async def toonify(self, image: Path, **options) -> dict:
-        if options["face_index"] is not None and options["face_index"] >= 100:
-            # face_index 100 + N: the first N runs find the generator restarting
-            RUNS[options["face_index"]] = RUNS.get(options["face_index"], 0) + 1
-            if RUNS[options["face_index"]] <= options["face_index"] - 100:
-                raise GeneratorUnavailable()
-        return {
-            "sha256": hashlib.sha256(image.read_bytes()).hexdigest(),
-            "format": str(options["format"]),
-            "level": request_level().value,
-        }
+    async def toonify(self, image: Path, **fields):
+        options = ToonifyOptions(**fields)
+        state = current_request()
+        photo = await echo_pipeline(
+            image.read_bytes(), options, state.deadline, state.level, state.client
+        )
+        return answer_response(photo, options)
 
 
-Echo.add_asgi_middleware(Gateway, settings=SETTINGS, job_input=toonify_input)
+Echo.add_asgi_middleware(
+    Gateway, settings=SETTINGS, job_input=toonify_input, job_pipeline=echo_pipeline
+)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +142,65 @@ def test_a_run_that_fails_for_a_passing_reason_goes_back_in_line(client):
     assert RUNS[109] == 3  # MAX_ATTEMPTS
 
 
+def test_prefer_respond_async_on_toonify_is_a_job_answered_as_toonify_answers(client):
+    direct = client.post("/toonify/raw?format=png", content=PHOTO)
+    accepted = client.post(
+        "/toonify/raw?format=png", content=PHOTO, headers={"Prefer": "respond-async"}
+    )
+    assert accepted.status_code == 202 and accepted.headers["preference-applied"] == "respond-async"
+    job = accepted.json()
+    assert accepted.headers["location"] == job["status_url"] and is_job_id(job["id"])
+    assert finished(client, job["status_url"])["status"] == "done"
+    result = client.get(job["result_url"])
+    assert result.content == direct.content
+    for header in ("content-type", "x-num-faces", "x-face-boxes", "content-disposition"):
+        assert result.headers[header] == direct.headers[header]
+    # The multipart form too, its options from the form.
+    form = client.post(
+        "/toonify",
+        files={"image": ("a", PHOTO)},
+        data={"format": "webp"},
+        headers={"Prefer": "respond-async"},
+    )
+    assert form.status_code == 202
+    assert finished(client, form.json()["status_url"])["status"] == "done"
+    assert client.get(form.json()["result_url"]).json()["format"] == "webp"
+
+
+def test_prefer_wait_answers_the_image_when_it_is_ready_and_the_job_when_not(client):
+    waited = client.post("/toonify/raw", content=PHOTO, headers={"Prefer": "wait=10"})
+    assert waited.status_code == 200 and waited.headers["preference-applied"] == "wait=10"
+    assert waited.json()["sha256"] == hashlib.sha256(PHOTO).hexdigest()
+    # Three runs, the first two failing for a passing reason: not within 0 s.
+    pending = client.post(
+        "/toonify/raw?face_index=103", content=PHOTO, headers={"Prefer": "respond-async, wait=0"}
+    )
+    assert pending.status_code == 202
+    assert pending.headers["preference-applied"] == "respond-async, wait=0"
+    # Preferences not understood are ignored (RFC 7240): an answer as without them.
+    for prefer in ("handling=lenient", "wait=soon", "respond-asyncx"):
+        plain = client.post("/toonify/raw", content=PHOTO, headers={"Prefer": prefer})
+        assert plain.status_code == 200 and "preference-applied" not in plain.headers
+    # A photo that /toonify refuses is refused the same way, not queued.
+    refused = client.post("/toonify/raw", content=b"", headers={"Prefer": "respond-async"})
+    assert refused.status_code == 400 and refused.json()["error"] == "not_an_image"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        (["respond-async"], Preference(True, None)),
+        (["Respond-Async; x=1, wait=5"], Preference(True, 5)),
+        (['wait="7"', "respond-async"], Preference(True, 7)),
+        (["wait=100000"], Preference(False, 120)),  # capped at the request timeout
+        (["wait=-1", "handling=strict"], None),
+        ([""], None),
+    ],
+)
+def test_prefer_is_read_as_rfc_7240_says(values, expected):
+    assert Preference.of(values, longest_wait_s=120) == expected
+
+
 @pytest.mark.parametrize("job_id", ["A" * 22, "../../etc/passwd", "x" * 5000, "%00"])
 def test_unknown_and_malformed_ids_are_a_json_404(client, job_id):
     for path in (f"/jobs/{job_id}", f"/jobs/{job_id}/result"):
@@ -148,8 +235,25 @@ def make_store(request, tmp_path):
     yield make
 
 
-def upload(body: bytes) -> Upload:
-    return Upload("/toonify/raw", b"size=256", b"image/jpeg", body)
+OPTIONS = ToonifyOptions(size=256)
+
+
+def upload(photo: bytes, webhook: str = "", client: str = "") -> Upload:
+    return Upload(photo, OPTIONS, webhook, client)
+
+
+def toon(image: bytes) -> Outcome:
+    """A run's outcome: a toonified photo whose image is ``image``."""
+    photo = ToonifiedPhoto(
+        image=image,
+        image_type="image/jpeg",
+        level=Level.full,
+        generated_size=256,
+        num_faces=1,
+        faces=[],
+        timings={"generate": 0.01},
+    )
+    return Outcome(OPTIONS, photo=photo)
 
 
 def everything_stored(store, tmp_path) -> bytes:
@@ -181,30 +285,30 @@ def test_the_store_is_bounded_expires_results_and_keeps_no_photo_once_done(make_
         store = make_store(max_jobs=2, max_bytes=10_000)
         marker = b"PHOTO-MARKER-" * 10
         hook = "https://93.184.216.34/hook-marker"
-        first = await store.submit(Upload("/toonify/raw", b"size=256", b"image/jpeg", marker, hook))
+        first = await store.submit(upload(marker, hook))
         second = await store.submit(upload(b"x"))
         with pytest.raises(QueueFull):
             await store.submit(upload(b"y"))  # past max_jobs
         assert await store.position(second) == 1 and (await store.depth())[0] == 2
         claim = await store.claim()
         assert claim.job.id == first.id and claim.upload.webhook == hook
-        assert claim.upload == Upload("/toonify/raw", b"size=256", b"image/jpeg", marker, hook)
+        assert claim.upload == upload(marker, hook)
         assert (await store.get(first.id)).status == "running"
         assert await store.position(await store.get(second.id)) == 0
-        answer = Answer(200, [(b"x-a", b"1")], b"ANSWER-MARKER" * 10)
-        assert await store.finish(claim, answer, "full", ttl_s=60)
+        answer = toon(b"ANSWER-MARKER" * 10)
+        assert await store.finish(claim, answer, ttl_s=60)
         done = await store.get(first.id)
         assert done.status == "done" and done.level == "full" and done.error is None
-        assert await store.answer(first.id) == answer
+        assert await store.outcome(first.id) == answer
         kept = everything_stored(store, tmp_path)  # the photo and the webhook went with the job
         assert marker not in kept and b"hook-marker" not in kept
         # Past the TTL the answer is gone and the id says so.
         claim = await store.claim()
-        expiring = Answer(200, [], b"EXPIRED-ANSWER-" * 10)
-        assert await store.finish(claim, expiring, "full", ttl_s=0)
+        expiring = toon(b"EXPIRED-ANSWER-" * 10)
+        assert await store.finish(claim, expiring, ttl_s=0)
         await store.maintain()
         assert (await store.get(second.id)).status == "expired"
-        assert await store.answer(second.id) is None
+        assert await store.outcome(second.id) is None
         assert b"EXPIRED-ANSWER" not in everything_stored(store, tmp_path)
         # Bytes: a photo over what the queue may hold.
         with pytest.raises(QueueFull):
@@ -228,7 +332,7 @@ def test_a_released_job_runs_again_at_its_place_and_kept_answers_count_in_the_by
         again = await store.claim()
         assert again.job.id == first.id and again.attempt == 2
         # A kept answer holds bytes too: 1,000 of photos waiting, then a 2,400-byte answer.
-        assert await store.finish(again, Answer(200, [], b"x" * 2_400), "full", ttl_s=0)
+        assert await store.finish(again, toon(b"x" * 2_400), ttl_s=0)
         with pytest.raises(QueueFull):
             await store.submit(upload(b"c" * 500))  # 500 + 2,400 + 500 > 3,000
         await store.maintain()  # the answer expires: its bytes come back
@@ -243,17 +347,18 @@ def test_a_client_has_a_bound_on_its_waiting_jobs_and_nothing_of_it_is_lost(make
 
     async def scenario():
         store = make_store(max_jobs=10, max_per_client=2)
-        own = [Upload("/toonify/raw", b"", b"image/jpeg", b"x", client="198.51.100.7")] * 3
+        own = [upload(b"x", client="198.51.100.7")] * 3
         first, second = [await store.submit(each) for each in own[:2]]
         with pytest.raises(TooManyJobs) as refused:
             await store.submit(own[2])
         assert refused.value.status == 429 and refused.value.retry_after
-        other = await store.submit(Upload("/toonify/raw", b"", b"image/jpeg", b"y", client="b"))
+        other = await store.submit(upload(b"y", client="b"))
         assert (await store.get(first.id)).status == "queued"
         assert (await store.get(other.id)).status == "queued"
-        claim = await store.claim()  # the oldest: the client's first
-        assert claim.job.id == first.id
-        await store.finish(claim, Answer(200, [], b"toon"), "full", 60)
+        # The first round: the client's first and the other client's (in turn, not by age).
+        claims = {claim.job.id: claim for claim in [await store.claim(), await store.claim()]}
+        assert set(claims) == {first.id, other.id}
+        await store.finish(claims[first.id], toon(b"toon"), 60)
         third = await store.submit(own[2])  # its first ended: a place is free
         await store.delete(second.id)
         fourth = await store.submit(own[2])
@@ -261,6 +366,29 @@ def test_a_client_has_a_bound_on_its_waiting_jobs_and_nothing_of_it_is_lost(make
         with pytest.raises(TooManyJobs):
             await store.submit(own[2])
         await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_line_takes_clients_in_turn_and_positions_say_so(make_store):
+    """Round robin over the clients with jobs waiting: a newcomer's one job waits behind one job
+    of a client that queued many, not behind all of them, and each position is the number of
+    jobs taken before it."""
+
+    async def scenario():
+        store = make_store(max_jobs=20, max_per_client=20)
+        script = [await store.submit(upload(b"s", client="198.51.100.7")) for _ in range(6)]
+        first = await store.claim()
+        assert first.job.id == script[0].id
+        visitor = await store.submit(upload(b"v", client="203.0.113.9"))
+        later = await store.submit(upload(b"w", client="192.0.2.1"))
+        waiting = [*script[1:], visitor, later]
+        positions = {job.id: await store.position(job) for job in waiting}
+        assert positions[visitor.id] <= 2 and positions[later.id] <= 2  # in the next round
+        taken = [(await store.claim()).job.id for _ in waiting]
+        assert {job_id for job_id in taken[:3]} >= {visitor.id, later.id}
+        assert [positions[job_id] for job_id in taken] == list(range(len(waiting)))
+        assert await store.claim() is None
 
     asyncio.run(scenario())
 
@@ -278,13 +406,13 @@ def test_delete_takes_the_photo_and_the_answer_at_once(make_store, tmp_path):
         running = await store.submit(upload(marker))
         claim = await store.claim()
         assert await store.delete(running.id)
-        assert not await store.finish(claim, Answer(200, [], b"ANSWER"), "full", ttl_s=60)
-        assert await store.get(running.id) is None and await store.answer(running.id) is None
+        assert not await store.finish(claim, toon(b"ANSWER"), ttl_s=60)
+        assert await store.get(running.id) is None and await store.outcome(running.id) is None
         assert marker not in everything_stored(store, tmp_path)
         # Done, then deleted: its answer goes at once.
         done = await store.submit(upload(b"photo"))
         claim = await store.claim()
-        await store.finish(claim, Answer(200, [], b"DELETED-ANSWER-" * 10), "full", ttl_s=60)
+        await store.finish(claim, toon(b"DELETED-ANSWER-" * 10), ttl_s=60)
         assert await store.delete(done.id)
         assert b"DELETED-ANSWER" not in everything_stored(store, tmp_path)
 
@@ -298,7 +426,7 @@ def test_the_drain_rate_counts_the_jobs_finished_in_the_window(make_store):
         for _ in range(3):
             await store.submit(upload(b"p"))
             claim = await store.claim()
-            await store.finish(claim, Answer(200, [], b""), "full", ttl_s=60)
+            await store.finish(claim, toon(b""), ttl_s=60)
         rate = await store.drain_rate(300)
         assert rate == 3.0  # three finished within the first second (the rate's floor)
         assert eta_s(5, rate) == 2.0 and eta_s(0, 0.0) is None
@@ -343,9 +471,9 @@ def test_a_lapsed_claim_goes_back_in_line_and_only_the_new_one_is_answered(redis
         taken = await store.claim()
         assert taken.job.id == first.id and taken.token != lost.token
         assert not await store.renew(lost)
-        assert not await store.finish(lost, Answer(200, [], b"LATE"), "full", ttl_s=60)
-        assert await store.finish(taken, Answer(200, [], b"KEPT"), "full", ttl_s=60)
-        assert (await store.answer(first.id)).body == b"KEPT"
+        assert not await store.finish(lost, toon(b"LATE"), ttl_s=60)
+        assert await store.finish(taken, toon(b"KEPT"), ttl_s=60)
+        assert (await store.outcome(first.id)).photo.image == b"KEPT"
         assert int(await store.redis.get("toonify:answers_kept")) == 1  # the late one: not kept
         await store.close()
 
@@ -600,7 +728,7 @@ def test_sigterm_with_a_backlog_exits_in_time_and_loses_no_job(
     exited_s = time.monotonic() - signalled
     with sqlite3.connect(tmp_path / "queue" / "jobs.sqlite3") as db:
         rows = db.execute(
-            "SELECT status, photo IS NOT NULL, answer IS NOT NULL FROM jobs"
+            "SELECT status, photo IS NOT NULL, result IS NOT NULL FROM jobs"
         ).fetchall()
     ends = Counter(rows)
     print(f"exited {exited_s:.1f} s after SIGTERM; jobs {dict(ends)}")
@@ -628,3 +756,42 @@ def test_one_client_past_its_bound_is_told_429_and_keeps_its_jobs(
     assert refused.status_code == 429 and refused.json()["error"] == "too_many_jobs"
     assert int(refused.headers["retry-after"]) > 0
     assert elsewhere.status_code == 202
+
+
+@pytest.mark.served
+@pytest.mark.parametrize("store", ["embedded", "redis"])
+def test_a_visitor_waits_behind_a_few_of_a_scripts_jobs_not_all_of_them(
+    request, store, serve, default_models, astronaut, tmp_path
+):
+    """One client (a script at 127.0.0.2) queues 40 slow jobs, past its bound of 30; a visitor
+    (127.0.0.1) then queues one: it is among the next few in line, and done before five more of
+    the script's are."""
+    if store == "redis":
+        queue = {"queue_url": request.getfixturevalue("redis_url")}
+    else:
+        queue = {"queue_dir": str(tmp_path / "queue")}
+    server = serve(max_in_flight=1, degrade="off", queue_max_jobs_per_client=30, **queue)
+    buffer = io.BytesIO()
+    astronaut.resize((2048, 2048)).save(buffer, "JPEG")
+    path = "/jobs/raw?paste_back=true"
+    script = httpx.Client(
+        base_url=server.url, timeout=60, transport=httpx.HTTPTransport(local_address="127.0.0.2")
+    )
+    with script, httpx.Client(base_url=server.url, timeout=60) as visitor:
+        submitted = [script.post(path, content=buffer.getvalue()) for _ in range(40)]
+        codes = Counter(each.status_code for each in submitted)
+        assert codes[429] > 0 and codes[202] >= 30 and codes[202] + codes[429] == 40, codes
+        scripts = [each.json()["status_url"] for each in submitted if each.status_code == 202]
+
+        def scripts_done() -> int:
+            states = [script.get(url).json()["status"] for url in scripts]
+            return sum(state == "done" for state in states)
+
+        done_before = scripts_done()
+        job = visitor.post(path, content=buffer.getvalue()).json()
+        assert job["position"] <= 3, job
+        ended = wait_for_job(visitor, job, time.monotonic() + 120)
+        done_after = scripts_done()
+    assert ended["status"] == "done"
+    assert done_after - done_before < 5, (done_before, done_after)
+    assert done_after < len(scripts)  # the script's line was still long

@@ -11,6 +11,7 @@ import asyncio
 
 from .. import metrics
 from ..cost import BillingMeter, Charge, RollingCost, price_profile
+from ..errors import outcome
 from ..settings import Settings
 
 
@@ -28,6 +29,16 @@ class Billing:
     def finished(self, images: int = 0) -> None:
         """It ended, with ``images`` answered."""
         self._bill(self.meter.finished(), images)
+
+    def answered(self, status: int, code: str | None, level: str | None) -> None:
+        """A /toonify or a job's run ended with ``status`` (``code`` for an error; the level it
+        was answered at): billed, and counted by outcome and level, in one place for both."""
+        ok = status < 400
+        self.finished(images=1 if ok else 0)
+        if ok and level:
+            metrics.answered_images.labels(level).inc()
+        if code != "client_gone":  # nobody was there to answer
+            metrics.images.labels(outcome(status, code)).inc()
 
     def start_clock(self) -> None:
         """Accrue every second while the app runs (with the app's lifespan)."""

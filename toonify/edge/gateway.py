@@ -41,10 +41,11 @@ from preprocess import ImageTooLarge, InputError
 
 from .. import metrics
 from ..error_answers import ErrorAnswers, error_response
-from ..errors import MethodNotAllowed, Overloaded, ServiceError, outcome
+from ..errors import MethodNotAllowed, Overloaded, ServiceError
+from ..jobs.runner import Pipeline
 from ..levels import Ladder, Level
 from ..request import current_request
-from ..schema import ToonifyOptions
+from ..schema import ResponseKind, ToonifyOptions
 from ..settings import Settings
 from .answer_budget import AnswerBudget, AnswerNotTaken
 from .billing import Billing
@@ -89,9 +90,12 @@ class Gateway:
         upload_paths: tuple[str, ...] = ("/toonify",),
         job_input: Callable[[], type] | None = None,
         job_check: Callable[[bytes, ToonifyOptions], Awaitable[None]] | None = None,
+        job_pipeline: Pipeline | None = None,
     ) -> None:
         """``ladder`` makes the degrade ladder when the app starts in its worker (it reads the
-        generator's signature); without it the instance refuses past ``max_in_flight``."""
+        generator's signature); without it the instance refuses past ``max_in_flight``. With
+        ``job_input`` (the typed API's input model) and ``job_pipeline`` (the call /toonify
+        makes) the instance takes jobs; ``job_check`` checks their photos at submission."""
         self.app = app
         self.settings = settings
         self.ladder = ladder() if ladder else Ladder.of(settings, generator_sizes=())
@@ -115,16 +119,14 @@ class Gateway:
         )
         self.answers = AnswerBudget(settings, self._overloaded)
         self.billing = Billing(settings)
-        # Jobs (job_desk.py), where the typed API's input model is given to check submissions'
-        # forms and options, and ``job_check`` their photos.
-        self.job_desk = None
-        if job_input is not None:
+        self.job_desk = None  # jobs (job_desk.py)
+        if job_input is not None and job_pipeline is not None:
             folder = Path(settings.queue_dir or Path(tempfile.gettempdir()) / "toonify-queue")
-            self.job_desk = JobDesk(self, folder, job_input, job_check)
+            self.job_desk = JobDesk(self, folder, job_input, job_pipeline, job_check)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self.app(scope, self._lifespan(scope, receive), send)
+            await self.app(scope, self._lifespan(receive), send)
             return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -147,7 +149,10 @@ class Gateway:
             ):
                 await self.job_desk(scope, receive, send)
             elif scope["path"] in self.upload_paths and scope["method"] == "POST":
-                await self._toonify(scope, receive, send, answered)
+                if self.job_desk is not None and (preference := self.job_desk.preference(scope)):
+                    await self._put_in_line(scope, receive, send, preference)
+                else:
+                    await self._toonify(scope, receive, send, answered)
             elif scope["path"] in self.upload_paths:
                 raise MethodNotAllowed("Upload the photo with POST.", allow=("POST",))
             else:
@@ -196,12 +201,14 @@ class Gateway:
             )
             await response(scope, receive, send)
         finally:
-            ok = answered.status < 400
-            self.billing.finished(images=1 if ok else 0)
-            if ok:
-                metrics.answered_images.labels(state.level).inc()
-            if answered.code != "client_gone":
-                metrics.images.labels(outcome(answered.status, answered.code)).inc()
+            self.billing.answered(answered.status, answered.code, state.level)
+
+    async def _put_in_line(self, scope: Scope, receive: Receive, send: Send, preference) -> None:
+        """An upload to /toonify whose ``Prefer`` asks for a job: submitted as to /jobs."""
+        path, api_path = scope["path"], self.upload_paths[scope["path"]]
+        parse_path = "/toonify/raw" if path != api_path else "/toonify"
+        kind = ResponseKind.json if api_path == "/toonify/json" else None
+        await self.job_desk.submit(scope, receive, send, parse_path, preference, kind)
 
     def _level_for(self, client: str) -> Level:
         """The ladder's level for a request of ``client``: its own requests count in full, other
@@ -270,7 +277,7 @@ class Gateway:
             " MB. Send a smaller or more compressed photo."
         )
 
-    def _lifespan(self, scope: Scope, receive: Receive) -> Receive:
+    def _lifespan(self, receive: Receive) -> Receive:
         """Start the billing clock and the job queue with the app, and stop them with it."""
 
         async def wrapped() -> Message:
@@ -278,7 +285,7 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 self.billing.start_clock()
                 if self.job_desk is not None:
-                    self.job_desk.start(scope)
+                    self.job_desk.start()
             elif message["type"] == "lifespan.shutdown":
                 self.billing.stop_clock()
                 if self.job_desk is not None:

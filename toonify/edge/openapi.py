@@ -65,9 +65,36 @@ def complete(spec: dict, image_path: str = "/toonify", json_path: str = "/toonif
                 f"body form is `POST {path}/raw`."
             )
             paths[f"{path}/raw"] = {"post": raw_body_form(form, path)}
+            for operation in (form, paths[f"{path}/raw"]["post"]):
+                with_prefer(operation)
     paths.update(job_paths(spec["paths"][image_path]["post"], paths[f"{image_path}/raw"]["post"]))
     spec["paths"] = paths
     return spec
+
+
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": "`respond-async`: put the photo in line and answer 202 with the job at once "
+    "(as `POST /jobs`); `wait=N`: the answer if it is ready within N seconds (at most the request "
+    "timeout), else the 202. `Preference-Applied` says which was honoured (RFC 7240).",
+    "schema": {"type": "string", "examples": ["respond-async", "respond-async, wait=10"]},
+}
+
+
+def with_prefer(operation: dict) -> None:
+    """An upload API's ``Prefer`` header (job_desk.py): the same upload, answered as a job."""
+    operation["parameters"] = [*operation.get("parameters", []), PREFER]
+    status = {"application/json": {"schema": {"$ref": REF.format(model="JobStatus")}}}
+    operation["responses"]["202"] = {
+        "description": "with `Prefer`: queued; `Location` is the job's status URL",
+        "content": status,
+        "headers": {
+            "Location": {"schema": {"type": "string"}},
+            "Preference-Applied": {"schema": {"type": "string"}},
+        },
+    }
 
 
 def job_paths(form: dict, raw: dict) -> dict:
@@ -94,7 +121,8 @@ def job_paths(form: dict, raw: dict) -> dict:
     def submit(operation: dict, name: str) -> dict:
         submitted = copy.deepcopy(operation)
         submitted["operationId"] = name
-        submitted["parameters"] = [*submitted.get("parameters", []), webhook]
+        kept = [each for each in submitted.get("parameters", []) if each["name"] != "Prefer"]
+        submitted["parameters"] = [*kept, webhook]
         submitted["summary"] = "Queue a toonification; the answer waits at its result URL"
         submitted["responses"] = {**accepted, **with_errors({"200": {}})}
         del submitted["responses"]["200"]

@@ -1,10 +1,17 @@
 """Jobs: past capacity, a person waits in line instead of being turned away.
 
-``POST /jobs`` takes exactly what ``POST /toonify`` takes, checks it the same way, and answers 202
-with the job's id at once; the photo waits in a store. An instance runs a job only while it has a
-free processing slot at the full level, so the queue never slows ``/toonify``, and runs it by
-replaying the upload through the service as a ``POST /toonify``: the result is the answer
-``/toonify`` would have given (status, headers, body), kept until ``TOONIFY_RESULT_TTL_S``.
+``POST /jobs`` (or ``/toonify`` with ``Prefer: respond-async``) takes exactly what ``POST
+/toonify`` takes, checks it the same way, and answers 202 with the job's id at once; the photo and
+its options wait in a store. An instance runs a job only while it has a free processing slot at the
+full level, so the queue never slows ``/toonify``, and runs it through the same typed call
+``/toonify`` makes (runner.py): the outcome kept is the toonified photo or the error, answered by
+the same code ``/toonify`` answers with, until ``TOONIFY_RESULT_TTL_S``.
+
+The line is fair: the next job is the oldest of the client whose turn it is, round robin over the
+clients with jobs waiting. Each job gets a round when it is queued (one past its client's last
+waiting job, and never before the line's first), and the line is ordered by round, then by
+arrival: a client with 40 jobs waiting has one in each of 40 rounds, and a newcomer's one job
+goes in the round being served. A job's position is the jobs before it in that order.
 
 Two stores keep the same promises (``JobStore``): the embedded one, SQLite in
 ``TOONIFY_QUEUE_DIR`` (store_sqlite.py: one instance; it survives a restart of the server),
@@ -22,20 +29,21 @@ import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..errors import error_body, error_from_body, status_of
+from ..schema import ToonifiedPhoto, ToonifyOptions
+
 ID_BYTES = 16  # 128 random bits
 STATUSES = ("queued", "running", "done", "failed", "expired")
 
 
 @dataclass(frozen=True)
 class Upload:
-    """What to replay: the path of the API, its query and content type, and the body."""
+    """A job's input, checked at its submission: the photo and the options it came with."""
 
-    path: str
-    query: bytes
-    content_type: bytes
-    body: bytes
+    photo: bytes
+    options: ToonifyOptions
     webhook: str = ""  # told when the job ends (webhooks.py)
-    client: str = ""  # who submitted it (the gateway's client network): its jobs are bounded
+    client: str = ""  # who submitted it (the gateway's client network): its turn in the line
 
 
 @dataclass(frozen=True)
@@ -51,33 +59,49 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
+class Outcome:
+    """How a job's run ended: the toonified photo, or the error ``/toonify`` would have answered
+    (``error``), with the options it was asked with, as ``GET /jobs/{id}/result`` answers it."""
+
+    options: ToonifyOptions
+    photo: ToonifiedPhoto | None = None
+    error: Exception | None = None
 
     @property
-    def error(self) -> str | None:
-        """The error code of a failed answer (the documented JSON form), None for a success."""
-        if self.status < 400:
-            return None
-        try:
-            return json.loads(self.body or b"{}").get("error", "internal")
-        except ValueError:
-            return "internal"
+    def status(self) -> int:
+        return 200 if self.error is None else status_of(self.error)
 
-    def headers_json(self) -> str:
-        return json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in self.headers])
+    @property
+    def error_code(self) -> str | None:
+        return None if self.error is None else error_body(self.error)["error"]
+
+    @property
+    def level(self) -> str | None:
+        return self.photo.level.value if self.photo is not None else None
+
+    def record(self) -> tuple[str, bytes]:
+        """What a store keeps: everything but the image as JSON, and the image's bytes."""
+        kept: dict = {"options": self.options.model_dump(mode="json")}
+        if self.photo is not None:
+            kept["photo"] = self.photo.model_dump(mode="json", exclude={"image"})
+            return json.dumps(kept), self.photo.image
+        kept["status"], kept["error"] = self.status, error_body(self.error)  # type: ignore[arg-type]
+        return json.dumps(kept), b""
 
     @classmethod
-    def of(cls, status: int, headers_json: str, body: bytes) -> Answer:
-        pairs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(headers_json)]
-        return cls(status, pairs, body)
+    def from_record(cls, text: str, image: bytes) -> Outcome:
+        kept = json.loads(text)
+        options = ToonifyOptions.model_validate(kept["options"])
+        if "photo" in kept:
+            return cls(
+                options, photo=ToonifiedPhoto.model_validate({**kept["photo"], "image": image})
+            )
+        return cls(options, error=error_from_body(kept["status"], json.dumps(kept["error"])))
 
 
 @dataclass(frozen=True)
 class Claim:
-    """A job taken to run: what to replay, and the token only this run can finish it with."""
+    """A job taken to run: its input, and the token only this run can finish it with."""
 
     job: Job
     upload: Upload
@@ -106,7 +130,8 @@ class JobStore(Protocol):
         ...
 
     async def claim(self) -> Claim | None:
-        """The oldest queued job, now running under a new claim."""
+        """The first job in the line (the oldest of the client whose turn it is), now running
+        under a new claim."""
         ...
 
     async def renew(self, claim: Claim) -> bool:
@@ -118,13 +143,15 @@ class JobStore(Protocol):
         passing reason: it runs again); False if the claim no longer held it."""
         ...
 
-    async def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
-        """The answer kept until its TTL and the photo deleted, if ``claim`` still holds the job
-        (False: it was deleted, or taken again after the claim lapsed, and this answer is not
+    async def finish(self, claim: Claim, outcome: Outcome, ttl_s: float) -> bool:
+        """The outcome kept until its TTL and the photo deleted, if ``claim`` still holds the job
+        (False: it was deleted, or taken again after the claim lapsed, and this outcome is not
         kept)."""
         ...
 
-    async def answer(self, job_id: str) -> Answer | None: ...
+    async def outcome(self, job_id: str) -> Outcome | None:
+        """How an ended job ended (None while it waits or runs)."""
+        ...
 
     async def delete(self, job_id: str) -> bool:
         """The photo and the answer gone at once; the id answers 404 from now on."""

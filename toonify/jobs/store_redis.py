@@ -2,9 +2,11 @@
 
 Keys, under ``toonify:``::
 
-    job:{id}      hash: status, times, the upload (until the job ends), level, error, claim
-    answer:{id}   hash: status, headers, body; deleted at the job's expiry (``maintain``)
-    queued        sorted set: id by submission time (the position is its rank)
+    job:{id}      hash: status, times, the upload (until the job ends), round, level, error, claim
+    outcome:{id}  hash: outcome (JSON), result (the image); deleted at the job's expiry
+    queued        sorted set: id by round (the line's order; the position is its rank)
+    arrived       sorted set: queued id by submission time (the oldest waiting, for metrics)
+    client:{c}    sorted set: a client's waiting (queued or running) ids by round
     running       sorted set: id by the time its claim lapses
     expiring      sorted set: id of a kept answer by the time it is deleted
     finished      sorted set: id by finish time, the last hour (the fleet's drain rate)
@@ -31,7 +33,8 @@ import redis.asyncio as redis
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from ..errors import QueueFull, TooManyJobs, Unavailable
-from .model import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
+from ..schema import ToonifyOptions
+from .model import Claim, Job, Outcome, Upload, jobs_per_second, new_job_id
 from .store_redis_scripts import CLAIM, DELETE, EXPIRE, FINISH, RECLAIM, RELEASE, RENEW, SUBMIT
 
 PREFIX = "toonify:"
@@ -92,7 +95,15 @@ class RedisJobStore:
         self.visibility_s = visibility_s
         self.keys = {
             name: PREFIX + name
-            for name in ("queued", "running", "expiring", "finished", "held_bytes", "answers_kept")
+            for name in (
+                "queued",
+                "arrived",
+                "running",
+                "expiring",
+                "finished",
+                "held_bytes",
+                "answers_kept",
+            )
         }
         self._submit = self.redis.register_script(SUBMIT)
         self._claim = self.redis.register_script(CLAIM)
@@ -106,8 +117,8 @@ class RedisJobStore:
     def _job_key(self, job_id: str) -> str:
         return f"{PREFIX}job:{job_id}"
 
-    def _answer_key(self, job_id: str) -> str:
-        return f"{PREFIX}answer:{job_id}"
+    def _outcome_key(self, job_id: str) -> str:
+        return f"{PREFIX}outcome:{job_id}"
 
     @_reached
     async def submit(self, upload: Upload) -> Job:
@@ -120,18 +131,18 @@ class RedisJobStore:
                 keys["held_bytes"],
                 self._job_key(job_id),
                 f"{PREFIX}client:{upload.client}",
+                keys["arrived"],
             ],
             args=[
                 repr(now),
-                upload.path,
-                upload.query,
-                upload.content_type,
-                upload.body,
+                upload.options.model_dump_json(),
+                upload.photo,
                 self.max_jobs,
                 self.max_bytes,
                 job_id,
                 upload.webhook,
                 self.max_per_client if upload.client else 2**31,
+                upload.client,
             ],
         )
         if taken == -1:
@@ -172,7 +183,7 @@ class RedisJobStore:
     async def depth(self) -> tuple[int, float]:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zcard(self.keys["queued"])
-            pipe.zrange(self.keys["queued"], 0, 0, withscores=True)
+            pipe.zrange(self.keys["arrived"], 0, 0, withscores=True)
             count, oldest = await pipe.execute()
         return count, (time.time() - oldest[0][1]) if oldest else 0.0
 
@@ -180,16 +191,19 @@ class RedisJobStore:
     async def claim(self) -> Claim | None:
         token, now = secrets.token_urlsafe(16), time.time()
         taken = await self._claim(
-            keys=[self.keys["queued"], self.keys["running"]],
+            keys=[self.keys["queued"], self.keys["running"], self.keys["arrived"]],
             args=[repr(now), repr(now + self.visibility_s), token, PREFIX],
         )
         if not taken:
             return None
-        job_id, attempt, submitted, path, query, content_type, photo, webhook = taken
+        job_id, attempt, submitted, options, photo, webhook, client = taken
         job_id = job_id.decode()
         job = Job(job_id, "running", float(submitted), now, None, None, None, None)
         upload = Upload(
-            path.decode(), query or b"", content_type or b"", photo or b"", _text(webhook) or ""
+            photo or b"",
+            ToonifyOptions.model_validate_json(options),
+            _text(webhook) or "",
+            _text(client) or "",
         )
         return Claim(job, upload, token, int(attempt))
 
@@ -204,20 +218,26 @@ class RedisJobStore:
     @_reached
     async def release(self, claim: Claim) -> bool:
         released = await self._release(
-            keys=[self.keys["running"], self.keys["queued"], self._job_key(claim.job.id)],
+            keys=[
+                self.keys["running"],
+                self.keys["queued"],
+                self._job_key(claim.job.id),
+                self.keys["arrived"],
+            ],
             args=[claim.token, claim.job.id],
         )
         return bool(released)
 
     @_reached
-    async def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
+    async def finish(self, claim: Claim, outcome: Outcome, ttl_s: float) -> bool:
         now, job_id = time.time(), claim.job.id
-        kept = await self._finish(
+        kept, result = outcome.record()
+        finished = await self._finish(
             keys=[
                 self.keys["running"],
                 self.keys["held_bytes"],
                 self._job_key(job_id),
-                self._answer_key(job_id),
+                self._outcome_key(job_id),
                 self.keys["finished"],
                 self.keys["answers_kept"],
                 self.keys["expiring"],
@@ -227,26 +247,21 @@ class RedisJobStore:
                 claim.token,
                 repr(now),
                 repr(now + ttl_s),
-                "done" if answer.status < 400 else "failed",
-                level or "",
-                answer.error or "",
-                answer.status,
-                answer.headers_json(),
-                answer.body,
+                "done" if outcome.error is None else "failed",
+                outcome.level or "",
+                outcome.error_code or "",
+                kept,
+                result,
                 TOMBSTONE_S,
                 FINISHED_WINDOW_S,
             ],
         )
-        return bool(kept)
+        return bool(finished)
 
     @_reached
-    async def answer(self, job_id: str) -> Answer | None:
-        status, headers, body = await self.redis.hmget(
-            self._answer_key(job_id), ["status", "headers", "body"]
-        )
-        if status is None:
-            return None
-        return Answer.of(int(status), headers.decode(), body or b"")
+    async def outcome(self, job_id: str) -> Outcome | None:
+        kept, result = await self.redis.hmget(self._outcome_key(job_id), ["outcome", "result"])
+        return None if kept is None else Outcome.from_record(kept.decode(), result or b"")
 
     @_reached
     async def delete(self, job_id: str) -> bool:
@@ -257,8 +272,9 @@ class RedisJobStore:
                 keys["running"],
                 keys["held_bytes"],
                 self._job_key(job_id),
-                self._answer_key(job_id),
+                self._outcome_key(job_id),
                 keys["expiring"],
+                keys["arrived"],
             ],
             args=[job_id],
         )
@@ -280,7 +296,10 @@ class RedisJobStore:
         await self._expire(
             keys=[self.keys["expiring"], self.keys["held_bytes"]], args=[now, PREFIX]
         )
-        await self._reclaim(keys=[self.keys["running"], self.keys["queued"]], args=[now, PREFIX])
+        await self._reclaim(
+            keys=[self.keys["running"], self.keys["queued"], self.keys["arrived"]],
+            args=[now, PREFIX],
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()

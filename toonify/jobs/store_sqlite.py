@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import QueueFull, TooManyJobs
-from .model import Answer, Claim, Job, Upload, jobs_per_second, new_job_id
+from ..schema import ToonifyOptions
+from .model import Claim, Job, Outcome, Upload, jobs_per_second, new_job_id
 
 T = TypeVar("T")
 
@@ -25,20 +27,23 @@ CREATE TABLE IF NOT EXISTS jobs (
     started REAL,
     finished REAL,
     expires REAL,
-    path TEXT NOT NULL,
-    query BLOB NOT NULL,
-    content_type BLOB NOT NULL,
+    client TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    options TEXT NOT NULL,
     photo BLOB,
-    answer_status INTEGER,
-    answer_headers TEXT,
-    answer BLOB,
+    outcome TEXT,
+    result BLOB,
     level TEXT,
     error TEXT,
     webhook TEXT,
     attempts INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, submitted);
+CREATE INDEX IF NOT EXISTS jobs_in_line ON jobs (status, round);
+CREATE INDEX IF NOT EXISTS jobs_by_age ON jobs (status, submitted);
+CREATE INDEX IF NOT EXISTS jobs_of_client ON jobs (client, status, round);
 """
+WAITING = "status IN ('queued', 'running')"
+logger = logging.getLogger("toonify.jobs")
 
 
 def _off_the_loop(method: Callable[..., T]) -> Callable[..., Awaitable[T]]:
@@ -70,15 +75,14 @@ class SQLiteJobStore:
         # rollback journal that briefly holds them is deleted after each write.
         self.db.execute("PRAGMA secure_delete = ON")
         self.db.execute("PRAGMA journal_mode = DELETE")
-        self.db.executescript(SCHEMA)
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(jobs)")}
-        if "webhook" not in columns:  # a store made before webhooks
-            self.db.execute("ALTER TABLE jobs ADD COLUMN webhook TEXT")
-        if "attempts" not in columns:
-            self.db.execute("ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
-        if "client" not in columns:
-            self.db.execute("ALTER TABLE jobs ADD COLUMN client TEXT NOT NULL DEFAULT ''")
-        self.db.execute("CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client, status)")
+        if columns and "round" not in columns:  # a store of an earlier version: HTTP bodies
+            (count,) = self.db.execute("SELECT COUNT(*) FROM jobs").fetchone()
+            logger.warning(
+                "the job store %s is of an earlier version: its %d jobs are dropped", folder, count
+            )
+            self.db.execute("DROP TABLE jobs")
+        self.db.executescript(SCHEMA)
         self.max_jobs = max_jobs
         self.max_bytes = max_bytes
         self.max_per_client = max_per_client
@@ -86,39 +90,41 @@ class SQLiteJobStore:
         self.db.execute(
             "UPDATE jobs SET status = 'queued', started = NULL WHERE status = 'running'"
         )
+        # The bounds' totals, kept as counters: a submission must not count and sum the table.
+        (self.waiting,) = self.db.execute(f"SELECT COUNT(*) FROM jobs WHERE {WAITING}").fetchone()
+        (self.held_bytes,) = self.db.execute(
+            "SELECT COALESCE(SUM(LENGTH(photo)), 0) + COALESCE(SUM(LENGTH(result)), 0) FROM jobs"
+        ).fetchone()
 
     @_off_the_loop
     def submit(self, upload: Upload) -> Job:
-        (waiting,) = self.db.execute(
-            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
-        ).fetchone()
-        # What the store holds: the photos waiting and the answers kept.
-        (size,) = self.db.execute(
-            "SELECT COALESCE(SUM(LENGTH(photo)), 0) + COALESCE(SUM(LENGTH(answer)), 0) FROM jobs"
-        ).fetchone()
-        if waiting >= self.max_jobs or size + len(upload.body) > self.max_bytes:
+        if self.waiting >= self.max_jobs or self.held_bytes + len(upload.photo) > self.max_bytes:
             raise QueueFull()  # past TOONIFY_QUEUE_MAX_JOBS or TOONIFY_QUEUE_MAX_BYTES
-        (own,) = self.db.execute(
-            "SELECT COUNT(*) FROM jobs WHERE client = ? AND status IN ('queued', 'running')",
+        (own, last) = self.db.execute(
+            f"SELECT COUNT(*), MAX(round) FROM jobs WHERE client = ? AND {WAITING}",
             (upload.client,),
         ).fetchone()
         if upload.client and own >= self.max_per_client:
             raise TooManyJobs()  # past TOONIFY_QUEUE_MAX_JOBS_PER_CLIENT
+        (first,) = self.db.execute("SELECT MIN(round) FROM jobs WHERE status = 'queued'").fetchone()
+        # Its turn: one round past the client's last waiting job, never before the line's first.
+        turn = max(first or 0, -1 if last is None else last + 1)
         job_id = new_job_id()
         self.db.execute(
-            "INSERT INTO jobs (id, status, submitted, path, query, content_type, photo, webhook, "
-            "client) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO jobs (id, status, submitted, client, round, options, photo, webhook) "
+            "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 time.time(),
-                upload.path,
-                upload.query,
-                upload.content_type,
-                upload.body,
-                upload.webhook,
                 upload.client,
+                turn,
+                upload.options.model_dump_json(),
+                upload.photo,
+                upload.webhook,
             ),
         )
+        self.waiting += 1
+        self.held_bytes += len(upload.photo)
         return self._get(job_id)
 
     @_off_the_loop
@@ -135,9 +141,13 @@ class SQLiteJobStore:
 
     @_off_the_loop
     def position(self, job: Job) -> int:
+        place = self.db.execute("SELECT round, rowid FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        if place is None:
+            return 0
         (ahead,) = self.db.execute(
-            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND submitted < ?",
-            (job.submitted,),
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND "
+            "(round < ? OR (round = ? AND rowid < ?))",
+            (place[0], place[0], place[1]),
         ).fetchone()
         return ahead
 
@@ -151,19 +161,19 @@ class SQLiteJobStore:
     @_off_the_loop
     def claim(self) -> Claim | None:
         row = self.db.execute(
-            "SELECT id, path, query, content_type, photo, webhook, attempts FROM jobs "
-            "WHERE status = 'queued' ORDER BY submitted LIMIT 1"
+            "SELECT id, photo, options, webhook, client, attempts FROM jobs "
+            "WHERE status = 'queued' ORDER BY round, rowid LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        job_id, path, query, content_type, photo, webhook, attempts = row
+        job_id, photo, options, webhook, client, attempts = row
         self.db.execute(
             "UPDATE jobs SET status = 'running', started = ?, attempts = attempts + 1 WHERE id = ?",
             (time.time(), job_id),
         )
         # One process runs this store's jobs: a claim lapses only with the process, and a
         # restart queues its running jobs again (__init__).
-        upload = Upload(path, query, content_type, photo, webhook or "")
+        upload = Upload(photo, ToonifyOptions.model_validate_json(options), webhook or "", client)
         return Claim(self._get(job_id), upload, "", attempts + 1)
 
     @_off_the_loop
@@ -182,40 +192,53 @@ class SQLiteJobStore:
         )
 
     @_off_the_loop
-    def finish(self, claim: Claim, answer: Answer, level: str | None, ttl_s: float) -> bool:
+    def finish(self, claim: Claim, outcome: Outcome, ttl_s: float) -> bool:
         now = time.time()
-        return (
-            self.db.execute(
-                "UPDATE jobs SET status = ?, finished = ?, expires = ?, photo = NULL, "
-                "webhook = NULL, answer_status = ?, answer_headers = ?, answer = ?, level = ?, "
-                "error = ? WHERE id = ? AND status = 'running'",
-                (
-                    "done" if answer.status < 400 else "failed",
-                    now,
-                    now + ttl_s,
-                    answer.status,
-                    answer.headers_json(),
-                    answer.body,
-                    level,
-                    answer.error,
-                    claim.job.id,
-                ),
-            ).rowcount
-            > 0
+        held = self.db.execute(
+            "SELECT LENGTH(photo) FROM jobs WHERE id = ? AND status = 'running'", (claim.job.id,)
+        ).fetchone()
+        if held is None:
+            return False
+        kept, result = outcome.record()
+        self.db.execute(
+            "UPDATE jobs SET status = ?, finished = ?, expires = ?, photo = NULL, webhook = NULL, "
+            "outcome = ?, result = ?, level = ?, error = ? WHERE id = ?",
+            (
+                "done" if outcome.error is None else "failed",
+                now,
+                now + ttl_s,
+                kept,
+                result,
+                outcome.level,
+                outcome.error_code,
+                claim.job.id,
+            ),
         )
+        self.waiting -= 1
+        self.held_bytes += len(result) - (held[0] or 0)
+        return True
 
     @_off_the_loop
-    def answer(self, job_id: str) -> Answer | None:
+    def outcome(self, job_id: str) -> Outcome | None:
         row = self.db.execute(
-            "SELECT answer_status, answer_headers, answer FROM jobs WHERE id = ? AND "
-            "status IN ('done', 'failed')",
+            "SELECT outcome, result FROM jobs WHERE id = ? AND status IN ('done', 'failed')",
             (job_id,),
         ).fetchone()
-        return Answer.of(*row) if row else None
+        return Outcome.from_record(row[0], row[1] or b"") if row else None
 
     @_off_the_loop
     def delete(self, job_id: str) -> bool:
-        return self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+        row = self.db.execute(
+            f"SELECT {WAITING}, COALESCE(LENGTH(photo), 0) + COALESCE(LENGTH(result), 0) "
+            "FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return False
+        self.db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        self.waiting -= row[0]
+        self.held_bytes -= row[1]
+        return True
 
     @_off_the_loop
     def drain_rate(self, window_s: float) -> float:
@@ -232,11 +255,16 @@ class SQLiteJobStore:
     def expire(self, keep_tombstones_s: float = 86_400.0) -> int:
         """Answers past their TTL deleted (their ids answer 410 for a day, then 404)."""
         now = time.time()
+        due = "status IN ('done', 'failed') AND expires <= ?"
+        (freed,) = self.db.execute(
+            f"SELECT COALESCE(SUM(LENGTH(result)), 0) FROM jobs WHERE {due}", (now,)
+        ).fetchone()
         expired = self.db.execute(
-            "UPDATE jobs SET status = 'expired', answer = NULL, answer_headers = NULL, "
-            "photo = NULL WHERE status IN ('done', 'failed') AND expires <= ?",
+            f"UPDATE jobs SET status = 'expired', outcome = NULL, result = NULL, photo = NULL "
+            f"WHERE {due}",
             (now,),
         ).rowcount
+        self.held_bytes -= freed
         self.db.execute(
             "DELETE FROM jobs WHERE status = 'expired' AND expires <= ?",
             (now - keep_tombstones_s,),

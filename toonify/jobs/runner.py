@@ -1,6 +1,7 @@
 """The job queue's runner, in the entry worker: it takes the next job while the instance has
 capacity to spare (at most ``TOONIFY_QUEUE_MAX_RUNNING``, one while a /toonify is in flight),
-keeps its claim while it runs, stores its answer once, and tells its webhook."""
+keeps its claim while it runs, runs it through the pipeline ``/toonify`` calls, stores the
+outcome once, and tells its webhook."""
 
 from __future__ import annotations
 
@@ -8,45 +9,65 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any
+from typing import Any, Protocol
+
+from preprocess import InputError
 
 from .. import metrics, shutdown
-from ..error_answers import ErrorAnswers, error_response
-from ..errors import outcome
-from ..jobs.model import Answer, Claim, JobStore, Upload
-from ..jobs.webhooks import WebhookSender
+from ..error_answers import release_frames
+from ..errors import ServiceError
 from ..levels import Level
-from ..request import RequestState
-from .uploads import replay
+from ..schema import ToonifiedPhoto, ToonifyOptions
+from .model import Claim, JobStore, Outcome, Upload
+from .webhooks import WebhookSender
 
 logger = logging.getLogger("toonify.jobs")
-QUEUE_CLIENT = "queue"  # what running jobs count against in the fairness tables
-# A run answered with one of these failed for a passing reason (a part restarting, a deadline
+# What running jobs count against in the fairness tables. Every client identity the gateway
+# makes is an address, a network or "not-an-address:...", so no header can claim this one.
+QUEUE_CLIENT = "queue"
+# A run that failed with one of these failed for a passing reason (a part restarting, a deadline
 # under load): the job goes back in line, up to MAX_ATTEMPTS runs.
 PASSING_FAILURES = (502, 503, 504)
 MAX_ATTEMPTS = 3
 DRAIN_WINDOW_S = 300.0  # position and ETA come from the jobs finished in this window
 
+# The call ``/toonify`` makes: the photo, its options, the deadline, the level and the client.
+Pipeline = Callable[[bytes, ToonifyOptions, float, Level, str], Awaitable[ToonifiedPhoto]]
+
+
+class Entry(Protocol):
+    """What the runner uses of the entry it runs in: its settings, its processing slots (a job
+    holds one while it runs), its ladder, and its billing (``answered`` bills and counts a run
+    as it does a /toonify)."""
+
+    settings: Any
+    processing: Any
+    ladder: Any
+    billing: Any
+
 
 class JobRunner:
     def __init__(
-        self, gateway: Any, webhooks: WebhookSender, status: Callable[[Any], Awaitable[dict]]
+        self,
+        gateway: Entry,
+        pipeline: Pipeline,
+        webhooks: WebhookSender,
+        status: Callable[[Any], Awaitable[dict]],
     ) -> None:
         self.gateway = gateway
+        self.pipeline = pipeline
         self.settings = gateway.settings
         self.webhooks = webhooks
         self.status = status  # a job's status as GET /jobs/{id} answers it (for its webhook)
         self.store: JobStore = None  # type: ignore[assignment]  # set by start()
         self.wake = asyncio.Event()
+        self.ended = asyncio.Event()  # set (and renewed) each time this instance ends a job
         self.drain_rate = 0.0  # jobs finished per second over DRAIN_WINDOW_S, read each round
         self._loop: asyncio.Task | None = None
         self._running: dict[asyncio.Task, Claim] = {}
-        self._app_scope: dict = {}
 
-    def start(self, store: JobStore, lifespan_scope: dict) -> None:
+    def start(self, store: JobStore) -> None:
         self.store = store
-        self._app_scope = {k: lifespan_scope[k] for k in ("app", "state") if k in lifespan_scope}
         self._loop = asyncio.create_task(self._run_jobs())
 
     async def stop(self) -> None:
@@ -107,11 +128,11 @@ class JobRunner:
         metrics.job_wait_seconds.observe(max(0.0, time.time() - job.submitted))
         renewing = asyncio.create_task(self._renew(claim))
         try:
-            answer = await self._replay(upload)
+            outcome = await self._toonify(upload)
         finally:
             renewing.cancel()
             self.gateway.processing.give_back(QUEUE_CLIENT)
-        if answer.status in PASSING_FAILURES and claim.attempt < MAX_ATTEMPTS:
+        if outcome.status in PASSING_FAILURES and claim.attempt < MAX_ATTEMPTS:
             # A part of the service was restarting or out of time: the person in line gets
             # their cartoon from a later run, not a "try again" (at most MAX_ATTEMPTS runs).
             try:
@@ -121,19 +142,42 @@ class JobRunner:
                 logger.warning("job %s: not put back in line: %r", job.id, exc)
             self.wake.set()
             return
-        level = dict(answer.headers).get(b"x-service-level", b"").decode() or None
         try:
-            kept = await self.store.finish(claim, answer, level, self.settings.result_ttl_s)
+            kept = await self.store.finish(claim, outcome, self.settings.result_ttl_s)
         except Exception as exc:  # the store is down: its claim lapses and the job runs again
-            logger.warning("job %s: its answer could not be stored: %r", job.id, exc)
+            logger.warning("job %s: its outcome could not be stored: %r", job.id, exc)
             kept = False
         if kept:
-            metrics.jobs.labels("done" if answer.status < 400 else "failed").inc()
+            metrics.jobs.labels("done" if outcome.error is None else "failed").inc()
             if upload.webhook:
                 await self._tell(upload.webhook, job.id)
         else:  # deleted while it ran, or taken again after the claim lapsed: one answer only
             metrics.jobs.labels("discarded").inc()
         self.wake.set()
+        self.ended.set()
+        self.ended = asyncio.Event()
+
+    async def _toonify(self, upload: Upload) -> Outcome:
+        """The job's photo through the pipeline ``/toonify`` calls, at the full level, billed
+        and counted as a /toonify is."""
+        deadline = time.time() + self.settings.request_timeout_s
+        billing = self.gateway.billing
+        billing.started()
+        try:
+            photo = await self.pipeline(
+                upload.photo, upload.options, deadline, Level.full, QUEUE_CLIENT
+            )
+            outcome = Outcome(upload.options, photo=photo)
+        except asyncio.CancelledError:  # the server stops: the job goes back in line
+            billing.finished()
+            raise
+        except Exception as exc:
+            release_frames(exc)  # its frames hold the photo
+            if not isinstance(exc, ServiceError | InputError):  # a bug: logged, answered 500
+                logger.error("a job's run failed", exc_info=exc)
+            outcome = Outcome(upload.options, error=exc)
+        billing.answered(outcome.status, outcome.error_code, outcome.level)
+        return outcome
 
     async def _tell(self, url: str, job_id: str) -> None:
         try:
@@ -152,59 +196,3 @@ class JobRunner:
                 await self.store.renew(claim)
             except Exception as exc:
                 logger.warning("job %s: its claim could not be renewed: %r", claim.job.id, exc)
-
-    async def _replay(self, upload: Upload) -> Answer:
-        """The upload through the service as its ``POST /toonify``, answered into memory."""
-        deadline = time.time() + self.settings.request_timeout_s
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "server": ("127.0.0.1", 0),
-            "client": (QUEUE_CLIENT, 0),
-            "root_path": "",
-            "path": upload.path.removesuffix("/raw"),
-            "raw_path": upload.path.removesuffix("/raw").encode(),
-            "query_string": upload.query,
-            "headers": [
-                (b"content-type", upload.content_type),
-                (b"content-length", b"%d" % len(upload.body)),
-            ],
-            **self._app_scope,
-        }
-        started: dict = {}
-        chunks: list[bytes] = []
-
-        async def capture(message) -> None:
-            if message["type"] == "http.response.start":
-                started.update(message)
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-
-        async def nothing_more():
-            await asyncio.Event().wait()  # the client of a job never disconnects
-
-        gateway = self.gateway
-        gateway.billing.started()
-        try:
-            admitted = partial(RequestState, deadline, Level.full, QUEUE_CLIENT)
-            answers = ErrorAnswers(gateway.app, state=admitted)
-            await answers(scope, replay(upload.body, nothing_more), capture)
-            return Answer(
-                started.get("status", 500), list(started.get("headers", [])), b"".join(chunks)
-            )
-        except Exception:
-            logger.exception("a job's replay failed")
-            error = error_response(Exception())
-            return Answer(error.status_code, list(error.raw_headers), bytes(error.body))
-        finally:
-            # Billed and counted as the gateway counts a /toonify answer: the fleet's cost per
-            # 1000 images holds jobs too.
-            status = started.get("status", 500)
-            gateway.billing.finished(images=1 if status < 400 else 0)
-            code = dict(started.get("headers", [])).get(b"x-error-code", b"").decode() or None
-            metrics.images.labels(outcome(status, code)).inc()
-            if status < 400:
-                metrics.answered_images.labels(Level.full).inc()
