@@ -30,6 +30,7 @@ import bentoml
 from bentoml.validators import ContentType
 from starlette.types import ASGIApp
 
+from preprocess import InputError
 from toonify import bentoml_patches, metrics, shutdown
 from toonify.calls import call_service
 from toonify.edge.forms import PARSERS
@@ -72,6 +73,9 @@ bentoml_patches.install(PARSERS)
 # the pool every 100 calls by closing it under calls still reading their answers
 # ("RuntimeError: Connection closed.", and hangs), and /readyz polls count as calls.
 STEADY_CONNECTIONS = {"max_requests": 2**31 - 1, "max_age": 1e9}
+# A job's photo is checked at submission from its first bytes: a photo's header is within them
+# (JPEG's markers, PNG's chunks before the pixels), and a 12 MB photo need not cross whole twice.
+CHECKED_BYTES = 1 << 20
 # A dependency keeps serving after SIGTERM until the entry has answered everything in flight.
 DRAIN_GRACE_S = SETTINGS.request_timeout_s + 15
 
@@ -193,10 +197,13 @@ class Preprocess:
 
     @bentoml.api
     @answered_errors
-    async def check_photo(self, photo: bytes, options: ToonifyOptions) -> bool:
+    async def check_photo(
+        self, photo: bytes, options: ToonifyOptions, length: int | None = None
+    ) -> bool:
         """What ``toonify_photo`` would refuse from the photo's header alone (a job's photo is
-        checked so at its submission); True when there is nothing to refuse."""
-        await anyio.to_thread.run_sync(self.photos.check, photo, options)
+        checked so at its submission); True when there is nothing to refuse. ``photo`` may be
+        the first bytes of a photo ``length`` long."""
+        await anyio.to_thread.run_sync(self.photos.check, photo, options, length)
         return True
 
 
@@ -306,10 +313,23 @@ async def toonify_photo(
 async def check_job_photo(photo: bytes, options: ToonifyOptions) -> None:
     """A job's photo checked at submission as ``/toonify`` checks it before finding faces, by
     the preprocessing worker (the entry never decodes): a job that would be refused is refused
-    at once, with the same error."""
+    at once, with the same error. Its header is in its first bytes: those are sent, and the
+    whole photo only where they do not settle it (a header past them, or a refusal)."""
     deadline = time.time() + SETTINGS.request_timeout_s
     preprocess = bentoml_patches.dependency_client(Toonify, "preprocess")
-    await call_service(preprocess.to_async.check_photo, deadline, photo=photo, options=options)
+    head = photo[:CHECKED_BYTES]
+    try:
+        await call_service(
+            preprocess.to_async.check_photo,
+            deadline,
+            photo=head,
+            options=options,
+            length=len(photo),
+        )
+    except InputError:
+        if len(head) == len(photo):
+            raise
+        await call_service(preprocess.to_async.check_photo, deadline, photo=photo, options=options)
 
 
 def degrade_ladder() -> Ladder:
@@ -343,7 +363,6 @@ Toonify.add_asgi_middleware(
     settings=SETTINGS,
     ladder=degrade_ladder,
     upload_paths=("/toonify", "/toonify/json"),
-    job_input=lambda: bentoml_patches.api_input_spec(Toonify, "toonify"),  # as /toonify checks
     job_check=check_job_photo,
     job_pipeline=toonify_photo,
 )

@@ -26,7 +26,14 @@ __getattr__, __dir__, _lazy_all = lazy_loader.attach(
     __name__,
     submod_attrs={
         "align": ["AlignedFace", "align_face", "ffhq_quad"],
-        "decode": ["DecodeSettings", "decode_image", "decoded_size", "read_photo", "to_rgb"],
+        "decode": [
+            "DecodeSettings",
+            "check_upload_size",
+            "decode_image",
+            "decoded_size",
+            "read_photo",
+            "to_rgb",
+        ],
         "detect": ["DetectorSettings", "Face", "FaceDetector"],
         "detectors": ["create_detector"],
         "orient": ["Orientation", "orient_image"],

@@ -73,16 +73,21 @@ def decoded_size(data: bytes, settings: DecodeSettings = DecodeSettings()) -> tu
     return open_image(data, settings).size
 
 
+def check_upload_size(size: int, settings: DecodeSettings = DecodeSettings()) -> None:
+    """An upload of ``size`` bytes is within the byte limit (ImageTooLarge if not)."""
+    if size > settings.max_bytes:
+        raise ImageTooLarge(
+            f"The upload is {size / 1e6:.1f} MB; the limit is "
+            f"{settings.max_bytes / 1e6:.0f} MB. Send a smaller or more compressed photo."
+        )
+
+
 def open_image(data: bytes, settings: DecodeSettings = DecodeSettings()) -> Image.Image:
     """Open and check an upload from its header, at the scale it will be decoded at; no pixels
     are loaded yet."""
     if not data:
         raise NotAnImage("The upload is empty: send a photo (JPEG, PNG, HEIC, ...).")
-    if len(data) > settings.max_bytes:
-        raise ImageTooLarge(
-            f"The upload is {len(data) / 1e6:.1f} MB; the limit is "
-            f"{settings.max_bytes / 1e6:.0f} MB. Send a smaller or more compressed photo."
-        )
+    check_upload_size(len(data), settings)
     heif_available()
     try:
         image = Image.open(io.BytesIO(data))

@@ -325,6 +325,4 @@ def test_each_reliance_without_a_patch_fails_the_start_loudly_when_bentoml_chang
     fails(bentoml_patches.check_dependency_errors, "map_exception")
     monkeypatch.setattr(service.Toonify, "dependencies", {})
     fails(lambda: bentoml_patches.dependency_client(service.Toonify, "preprocess"), "preprocess")
-    monkeypatch.setattr(service.Toonify, "apis", {})
-    fails(lambda: bentoml_patches.api_input_spec(service.Toonify, "toonify"), "input_spec")
     assert "BENTOML_NO_UDS" in inspect.getsource(serving)

@@ -84,9 +84,7 @@ class Echo:
         return answer_response(photo, options)
 
 
-Echo.add_asgi_middleware(
-    Gateway, settings=SETTINGS, job_input=toonify_input, job_pipeline=echo_pipeline
-)
+Echo.add_asgi_middleware(Gateway, settings=SETTINGS, job_pipeline=echo_pipeline)
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +211,17 @@ def test_methods_the_routes_do_not_take_are_405(client):
     job = client.post("/jobs/raw", content=PHOTO).json()
     assert client.post(job["status_url"]).status_code == 405
     assert client.delete(job["result_url"]).status_code == 405
+
+
+def test_a_jobs_options_are_the_typed_apis_options():
+    """A submission's options are checked as ``ToonifyOptions`` (forms.upload_options), the
+    typed API's as its input model: the same fields, with the same types and defaults."""
+    api = toonify_input().model_json_schema()
+    options = ToonifyOptions.model_json_schema()
+    assert set(api["properties"]) - {"image"} == set(options["properties"])
+    for name, schema in options["properties"].items():
+        assert api["properties"][name] == schema, name
+    assert api["$defs"] == options["$defs"]  # the enums
 
 
 # --- the stores: one contract, the embedded SQLite and a real Redis ------------------------
@@ -558,7 +567,22 @@ def test_twelve_jobs_at_once_on_one_slot_all_end_done_as_toonify_answers(
         # The queue is empty now, so the one slot is free for the synchronous path.
         direct = client.post("/toonify/raw?format=png", content=photo)
         spec = client.get("/docs.json").json()
+        # The same upload with Prefer: put in line, answered with the same bytes and headers.
+        options = "?paste_back=true&format=webp&quality=80"
+        pasted = client.post(f"/toonify/raw{options}", content=photo)
+        later = client.post(
+            f"/toonify/raw{options}", content=photo, headers={"Prefer": "respond-async"}
+        )
+        assert later.status_code == 202 and later.headers["location"] == later.json()["status_url"]
+        assert later.headers["preference-applied"] == "respond-async"
+        assert wait_for_job(client, later.json(), time.monotonic() + 60)["status"] == "done"
+        answer = client.get(later.json()["result_url"])
+        waited = client.post(f"/toonify/raw{options}", content=photo, headers={"Prefer": "wait=30"})
     assert direct.status_code == 200 and results == [direct.content] * 12
+    assert pasted.status_code == 200 and answer.content == pasted.content == waited.content
+    for header in ("content-type", "x-num-faces", "x-face-boxes", "x-service-level"):
+        assert answer.headers[header] == pasted.headers[header] == waited.headers[header]
+    assert waited.status_code == 200 and waited.headers["preference-applied"] == "wait=30"
     assert {"/jobs", "/jobs/raw", "/jobs/{id}", "/jobs/{id}/result"} <= set(spec["paths"])
 
 
@@ -766,8 +790,8 @@ def test_a_visitor_waits_behind_a_few_of_a_scripts_jobs_not_all_of_them(
     """One client (a script at 127.0.0.2) queues 40 slow jobs, past its bound of 30; a visitor
     (127.0.0.1) then queues one: it is among the next few in line, and done before five more of
     the script's are."""
-    if store == "redis":
-        queue = {"queue_url": request.getfixturevalue("redis_url")}
+    if store == "redis":  # a database of its own: earlier tests' instances poll database 0
+        queue = {"queue_url": request.getfixturevalue("redis_url").rsplit("/", 1)[0] + "/7"}
     else:
         queue = {"queue_dir": str(tmp_path / "queue")}
     server = serve(max_in_flight=1, degrade="off", queue_max_jobs_per_client=30, **queue)

@@ -164,6 +164,9 @@ def test_in_line_the_page_says_your_number_and_the_job_survives_closing_the_tab(
         timeout=30_000,
     )
     assert page.evaluate("location.hash").startswith("#job=")
+    # What is kept, said where the visitor is put in line, with the way to delete it.
+    assert "photo is kept until your turn" in page.inner_text("#status")
+    assert page.inner_text("#forget") == "Delete my photo and leave the line"
     address = page.url
     page.close()  # gone while in line
     back = browser.new_page()
@@ -172,6 +175,14 @@ def test_in_line_the_page_says_your_number_and_the_job_survives_closing_the_tab(
     size = back.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
     assert size == [512, 512] and "1 face(s) found" in back.inner_text("#status")
     assert not back.is_visible("#before")  # the photo itself stayed with the closed tab
+    # The cartoon is kept an hour: the visitor deletes it now.
+    job_url = queued.url + "/jobs/" + address.rsplit("#job=", 1)[1]
+    assert httpx.get(job_url).json()["status"] == "done"
+    back.click("#forget")
+    back.wait_for_function(
+        "document.getElementById('status').textContent.startsWith('Deleted')", timeout=10_000
+    )
+    assert httpx.get(job_url).status_code == 404 and not back.is_visible("#after")
 
 
 def test_page_says_when_a_busy_service_drew_the_cartoon_in_less_detail(

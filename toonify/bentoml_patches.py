@@ -28,8 +28,7 @@ Reliances without a patch, each checked the same way (docs/bentoml-patches.md):
    the answer's body (``_bentoml_impl.client.proxy2.map_exception``): toonify.calls rebuilds the
    typed error from it.
 8. ``BENTOML_NO_UDS`` in the environment makes BentoML connect services over TCP.
-9. A service class's ``dependencies`` and ``apis`` tables (``dependency_client``,
-   ``api_input_spec``).
+9. A service class's ``dependencies`` table (``dependency_client``).
 """
 
 from __future__ import annotations
@@ -189,13 +188,6 @@ def dependency_client(service: Any, name: str) -> Any:
     dependency = getattr(service, "dependencies", {}).get(name)
     require(callable(getattr(dependency, "get", None)), f"{service}.dependencies[{name!r}].get()")
     return dependency.get()
-
-
-def api_input_spec(service: Any, name: str) -> type:
-    """The input model of ``service``'s API ``name`` (what it takes, as pydantic)."""
-    spec = getattr(getattr(service, "apis", {}).get(name), "input_spec", None)
-    require(isinstance(spec, type), f"{service}.apis[{name!r}].input_spec")
-    return spec
 
 
 def check_app_factory() -> None:

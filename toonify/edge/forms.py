@@ -42,7 +42,12 @@ from ..bentoml_patches import JSONSerde, MultipartSerde
 from ..error_answers import record
 from ..errors import BadOption, BadRequest
 from ..request import current_request
-from ..schema import decode_field, decode_query_value, describe_validation_error
+from ..schema import (
+    ToonifyOptions,
+    decode_field,
+    decode_query_value,
+    describe_validation_error,
+)
 
 PHOTO_FIELD = "image"
 RAW_PHOTO_TYPE = "application/x-toonify-photo"  # what the gateway labels a raw-body upload
@@ -66,38 +71,43 @@ def in_memory_file(data: bytes) -> Path | bytes:
     return Path(f"/proc/self/fd/{descriptor}")
 
 
+async def read_photo_form(request: Request) -> tuple[bytes, list[tuple[str, str]]]:
+    """The photo and the text fields of a multipart upload: one file part named ``image`` and
+    each option once as a text field, no query."""
+    try:
+        form = await request.form(max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    except (HTTPException, MultiPartException, ValueError) as exc:
+        reason = getattr(exc, "detail", None) or getattr(exc, "message", None) or exc
+        raise record(
+            BadRequest(
+                f"The multipart form is malformed ({reason}). Send the photo as the one file "
+                f"field '{PHOTO_FIELD}' and each option once as a text field."
+            )
+        ) from None
+    photos = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+    if len(photos) != 1 or form.getlist(PHOTO_FIELD) != photos:
+        raise record(
+            BadRequest(
+                f"Send the photo as the multipart file field '{PHOTO_FIELD}' (a file part, not"
+                " a text field or a link), or as the raw request body."
+            )
+        )
+    if request.scope.get("query_string"):
+        raise record(
+            BadOption(
+                "With a multipart form, send the options as form fields; query parameters "
+                "go with the photo as the raw body (POST /toonify/raw)."
+            )
+        )
+    fields = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
+    photo = await photos[0].read()
+    await photos[0].close()  # its copy goes now, not when the request ends
+    return photo, fields
+
+
 class PhotoForm(MultipartSerde):
     async def parse_request(self, request: Request, cls: type[Input]) -> Input:
-        try:
-            form = await request.form(
-                max_files=1, max_fields=MAX_FIELDS, max_part_size=MAX_FIELD_BYTES
-            )
-        except (HTTPException, MultiPartException, ValueError) as exc:
-            reason = getattr(exc, "detail", None) or getattr(exc, "message", None) or exc
-            raise record(
-                BadRequest(
-                    f"The multipart form is malformed ({reason}). Send the photo as the one file "
-                    f"field '{PHOTO_FIELD}' and each option once as a text field."
-                )
-            ) from None
-        photos = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        if len(photos) != 1 or form.getlist(PHOTO_FIELD) != photos:
-            raise record(
-                BadRequest(
-                    f"Send the photo as the multipart file field '{PHOTO_FIELD}' (a file part, not"
-                    " a text field or a link), or as the raw request body."
-                )
-            )
-        if request.scope.get("query_string"):
-            raise record(
-                BadOption(
-                    "With a multipart form, send the options as form fields; query parameters "
-                    "go with the photo as the raw body (POST /toonify/raw)."
-                )
-            )
-        fields = [(name, value) for name, value in form.multi_items() if isinstance(value, str)]
-        photo = await photos[0].read()
-        await photos[0].close()  # its copy goes now, not when the request ends
+        photo, fields = await read_photo_form(request)
         return typed_input(cls, photo, fields)
 
 
@@ -114,26 +124,47 @@ class RawPhoto(JSONSerde):
 PARSERS: dict[str, type] = {"multipart/form-data": PhotoForm, RAW_PHOTO_TYPE: RawPhoto}
 
 
+def option_values(
+    known: Iterable[str], fields: Iterable[tuple[str, str]], decode: Callable[[str], Any]
+) -> dict[str, Any]:
+    """The options given as text ``fields``: each one ``known`` and given once, decoded as its
+    form writes values (validated by the caller's model)."""
+    fields, known = list(fields), list(known)
+    repeated = sorted(name for name, count in Counter(n for n, _ in fields).items() if count > 1)
+    if repeated:
+        raise record(BadOption(f"Each option once, please: {', '.join(repeated)} given twice."))
+    unknown = sorted({name for name, _ in fields} - set(known))
+    if unknown:
+        raise record(BadOption(f"{', '.join(unknown)}: unknown option (known: {', '.join(known)})"))
+    return {name: decode(value) for name, value in fields}
+
+
 def typed_input(
     cls: type[Input],
     photo: bytes,
     fields: Iterable[tuple[str, str]],
     decode: Callable[[str], Any] = decode_field,
 ) -> Input:
-    """The typed API's input from the photo and the option fields: each option known and given
-    once, decoded as its form writes values, then validated by ``cls``."""
+    """The typed API's input from the photo and the option fields, validated by ``cls``."""
     if not photo:
         raise record(NotAnImage("The upload is empty: send a photo (JPEG, PNG, HEIC, ...)."))
-    fields = list(fields)
-    repeated = sorted(name for name, count in Counter(n for n, _ in fields).items() if count > 1)
-    if repeated:
-        raise record(BadOption(f"Each option once, please: {', '.join(repeated)} given twice."))
-    known = [name for name in cls.model_fields if name != PHOTO_FIELD]
-    unknown = sorted({name for name, _ in fields} - set(known))
-    if unknown:
-        raise record(BadOption(f"{', '.join(unknown)}: unknown option (known: {', '.join(known)})"))
-    options = {name: decode(value) for name, value in fields}
+    options = option_values((n for n in cls.model_fields if n != PHOTO_FIELD), fields, decode)
     try:
         return cls.model_validate({PHOTO_FIELD: in_memory_file(photo), **options})
+    except ValidationError as exc:
+        raise record(BadOption(describe_validation_error(exc))) from None
+
+
+def upload_options(
+    photo: bytes, fields: Iterable[tuple[str, str]], decode: Callable[[str], Any] = decode_field
+) -> ToonifyOptions:
+    """A job's options, refused as ``typed_input`` refuses them (the typed API's options are
+    ``ToonifyOptions``'s fields, a test says), with the photo kept as the bytes it came as."""
+    if not photo:
+        raise record(NotAnImage("The upload is empty: send a photo (JPEG, PNG, HEIC, ...)."))
+    try:
+        return ToonifyOptions.model_validate(
+            option_values(ToonifyOptions.model_fields, fields, decode)
+        )
     except ValidationError as exc:
         raise record(BadOption(describe_validation_error(exc))) from None

@@ -88,14 +88,13 @@ class Gateway:
         settings: Settings,
         ladder: Callable[[], Ladder] | None = None,
         upload_paths: tuple[str, ...] = ("/toonify",),
-        job_input: Callable[[], type] | None = None,
         job_check: Callable[[bytes, ToonifyOptions], Awaitable[None]] | None = None,
         job_pipeline: Pipeline | None = None,
     ) -> None:
         """``ladder`` makes the degrade ladder when the app starts in its worker (it reads the
         generator's signature); without it the instance refuses past ``max_in_flight``. With
-        ``job_input`` (the typed API's input model) and ``job_pipeline`` (the call /toonify
-        makes) the instance takes jobs; ``job_check`` checks their photos at submission."""
+        ``job_pipeline`` (the call /toonify makes) the instance takes jobs; ``job_check``
+        checks their photos at submission."""
         self.app = app
         self.settings = settings
         self.ladder = ladder() if ladder else Ladder.of(settings, generator_sizes=())
@@ -120,9 +119,9 @@ class Gateway:
         self.answers = AnswerBudget(settings, self._overloaded)
         self.billing = Billing(settings)
         self.job_desk = None  # jobs (job_desk.py)
-        if job_input is not None and job_pipeline is not None:
+        if job_pipeline is not None:
             folder = Path(settings.queue_dir or Path(tempfile.gettempdir()) / "toonify-queue")
-            self.job_desk = JobDesk(self, folder, job_input, job_pipeline, job_check)
+            self.job_desk = JobDesk(self, folder, job_pipeline, job_check)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

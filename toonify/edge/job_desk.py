@@ -31,10 +31,10 @@ from ..jobs.model import Job, JobStore, Upload, eta_s, is_job_id
 from ..jobs.runner import JobRunner, Pipeline
 from ..jobs.stores import open_store
 from ..jobs.webhooks import WebhookSender, split_webhook
-from ..schema import JobStatus, ResponseKind, ToonifyOptions
+from ..schema import JobStatus, ResponseKind, ToonifyOptions, decode_query_value
 from .billing import Billing
 from .fairness import FairSlots, PreemptibleSlots
-from .forms import PhotoForm, RawPhoto
+from .forms import read_photo_form, upload_options
 from .responses import answer_response, json_answer
 from .uploads import check_query, replay, to_its_parser
 
@@ -104,14 +104,12 @@ class JobDesk:
         self,
         gateway: Entry,
         folder: Path,
-        input_spec: Callable[[], type],
         pipeline: Pipeline,
         check_photo: Callable[[bytes, ToonifyOptions], Awaitable[None]] | None = None,
     ) -> None:
         self.gateway = gateway
         self.settings = gateway.settings
         self.folder = folder
-        self.input_spec = input_spec  # the typed API's input model, to check a submission
         self.check_photo = check_photo  # and its photo's header (by the preprocessing worker)
         self.webhooks = WebhookSender(self.settings)
         self.store: JobStore | None = None
@@ -198,16 +196,17 @@ class JobDesk:
         body = await gateway.read_upload(
             scope, receive, client, self.receiving, self.receiving_bound
         )
+        # Parsed and refused as /toonify's upload is, the photo kept as the bytes it came as.
         parse_scope = to_its_parser({**scope, "path": parse_path}, len(body), "/toonify")
-        content_type = Headers(scope=parse_scope).get("content-type", "")
-        parser = PhotoForm() if content_type.startswith("multipart/") else RawPhoto()
-        parsed = await parser.parse_request(
-            Request(parse_scope, replay(body, receive)), self.input_spec()
-        )
+        if Headers(scope=parse_scope).get("content-type", "").startswith("multipart/"):
+            photo, fields = await read_photo_form(Request(parse_scope, replay(body, receive)))
+            options = upload_options(photo, fields)
+        else:
+            photo, fields = body, Request(scope).query_params.multi_items()
+            options = upload_options(photo, fields, decode_query_value)
         del body
-        fields = {name: getattr(parsed, name) for name in ToonifyOptions.model_fields}
-        options = ToonifyOptions(**(fields | ({"response": response} if response else {})))
-        photo = await asyncio.to_thread(parsed.image.read_bytes)
+        if response is not None:
+            options = options.model_copy(update={"response": response})
         if self.check_photo is not None:  # as /toonify checks it: refused now, not later
             await self.check_photo(photo, options)
         if self.store is None:

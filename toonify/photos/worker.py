@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from preprocess import DecodeSettings, FaceDetector, decoded_size
+from preprocess import DecodeSettings, FaceDetector, check_upload_size, decoded_size
 from preprocess.pipeline import PreparedPhoto, prepare_photo
 
 from ..levels import Level, level_settings
@@ -56,12 +56,14 @@ class PhotoWork:
         width, height = decoded_size(data, self.decode_settings(options, level))
         return 4 * width * height * (2 if options.paste_back else 1)
 
-    def check(self, data: bytes, options: ToonifyOptions) -> None:
+    def check(self, data: bytes, options: ToonifyOptions, length: int | None = None) -> None:
         """What ``prepare`` would refuse before it finds a face, from the header alone: not an
         image, a format not decoded, too many pixels, an answer over the output budget (for one
-        face: how many there are is known only once they are found)."""
+        face: how many there are is known only once they are found). ``data`` may be the
+        photo's first bytes, ``length`` long in all."""
         settings = self.settings
         full = DecodeSettings(settings.max_bytes, settings.max_pixels, FULL_RESOLUTION)
+        check_upload_size(len(data) if length is None else length, full)
         size = decoded_size(data, full)  # a rotation changes neither the pixels nor the long side
         answer_size(options, 1, size, settings.crop_size, settings.max_output_pixels)
 
