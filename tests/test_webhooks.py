@@ -156,3 +156,32 @@ def test_a_served_job_tells_its_webhook_signed_and_once_delivered(
     with pytest.raises(Exception, match="signature"):
         Webhook("whsec_" + "A" * 32).verify(body, headers)  # another secret: not ours
     assert json.loads(body)["data"]["level"] == "full"
+
+
+def test_a_receiver_that_keeps_failing_is_tried_four_times_then_given_up(
+    https_receiver, monkeypatch
+):
+    """Four attempts with the same webhook-id, each signed anew, then given up; a receiver that
+    takes the second attempt ends it there."""
+    from tenacity import wait_none
+
+    from toonify.jobs import webhooks
+
+    url, ca_file = https_receiver
+    monkeypatch.setitem(webhooks.RETRIES, "wait", wait_none())  # the schedule's waits: none
+    settings = Settings(webhook_secret=SECRET, webhook_allow_private=True, webhook_ca_file=ca_file)
+    status = {"id": "job-1", "status": "done"}
+
+    async def deliver() -> bool:
+        sender = WebhookSender(settings)
+        try:
+            return await sender.deliver(url, "job-1", status)
+        finally:
+            await sender.close()
+
+    Receiver.answers = [500] * 10
+    assert asyncio.run(deliver()) is False
+    assert len(Receiver.received) == 4
+    assert {headers["webhook-id"] for headers, _ in Receiver.received} == {"msg_job-1"}
+    Receiver.received, Receiver.answers = [], [503]
+    assert asyncio.run(deliver()) is True and len(Receiver.received) == 2

@@ -10,10 +10,11 @@ Each delivery is a JSON POST ``{"type": "job.done" | "job.failed", "timestamp", 
 with the ``webhook-id`` (the same for every attempt: receivers drop duplicates by it),
 ``webhook-timestamp`` and ``webhook-signature`` headers of https://www.standardwebhooks.com,
 signed with ``TOONIFY_WEBHOOK_SECRET`` by the ``standardwebhooks`` library; receivers verify it
-with the same library and secret. A 2xx ends it; otherwise it is tried again after 2, 10 and 30
-seconds, then given up (``toonify_webhooks_total{outcome}``). Delivery is from the instance that
-finished the job; if that instance stops meanwhile, the webhook is not sent (the result still
-waits at its URL).
+with the same library and secret. A 2xx ends it; otherwise it is tried again after about 2, 10
+and 30 seconds (tenacity's exponential wait, with a second of jitter so that receivers coming
+back are not hit by every instance at once), then given up (``toonify_webhooks_total{outcome}``).
+Delivery is from the instance that finished the job; if that instance stops meanwhile, the
+webhook is not sent (the result still waits at its URL).
 """
 
 from __future__ import annotations
@@ -29,13 +30,29 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 import httpx
 from standardwebhooks import Webhook
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from .. import metrics
 from ..errors import BadOption
 from ..settings import Settings
 
 logger = logging.getLogger("toonify.webhooks")
-RETRY_DELAYS_S = (2.0, 10.0, 30.0)
+# Four attempts: at once, then after about 2, 10 and 30 s.
+RETRIES = {
+    "stop": stop_after_attempt(4),
+    "wait": wait_exponential_jitter(multiplier=2, exp_base=5, max=30, jitter=1),
+}
+
+
+class NotDelivered(Exception):
+    """The receiver did not take a webhook: an error status, no answer, or a host that now
+    resolves to an address it may not have."""
 MAX_URL_BYTES = 1024
 
 
@@ -124,32 +141,39 @@ class WebhookSender:
         task.add_done_callback(self._sending.discard)
 
     async def deliver(self, url: str, job_id: str, status: dict) -> bool:
+        """The job's end told to ``url``, tried again as ``RETRIES`` says; True once delivered."""
+        retrying = AsyncRetrying(retry=retry_if_exception_type(NotDelivered), **RETRIES)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._send(url, job_id, status, attempt.retry_state.attempt_number)
+        except RetryError:
+            metrics.webhooks.labels("given_up").inc()
+            return False
+        metrics.webhooks.labels("delivered").inc()
+        return True
+
+    async def _send(self, url: str, job_id: str, status: dict, attempt: int) -> None:
         assert self.signer is not None
         event = "job.done" if status["status"] == "done" else "job.failed"
-        message_id = f"msg_{job_id}"
-        for attempt, delay in enumerate((0.0, *RETRY_DELAYS_S)):
-            await asyncio.sleep(delay)
-            now = datetime.now(UTC)
-            body = json.dumps({"type": event, "timestamp": now.isoformat(), "data": status})
-            headers = {
-                "content-type": "application/json",
-                "webhook-id": message_id,
-                "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": self.signer.sign(message_id, now, body),
-            }
-            try:
-                await self.check(url)  # again: what the name resolves to may have changed
-                answer = await self.client.post(url, content=body, headers=headers)
-                if answer.is_success:
-                    metrics.webhooks.labels("delivered").inc()
-                    return True
-                logger.info(
-                    "webhook for job %s: %d (attempt %d)", job_id, answer.status_code, attempt
-                )
-            except (httpx.HTTPError, BadOption) as exc:
-                logger.info("webhook for job %s failed (attempt %d): %r", job_id, attempt, exc)
-        metrics.webhooks.labels("given_up").inc()
-        return False
+        message_id = f"msg_{job_id}"  # the same for every attempt: receivers drop duplicates
+        now = datetime.now(UTC)
+        body = json.dumps({"type": event, "timestamp": now.isoformat(), "data": status})
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self.signer.sign(message_id, now, body),
+        }
+        try:
+            await self.check(url)  # again: what the name resolves to may have changed
+            answer = await self.client.post(url, content=body, headers=headers)
+        except (httpx.HTTPError, BadOption) as exc:
+            logger.info("webhook for job %s failed (attempt %d): %r", job_id, attempt, exc)
+            raise NotDelivered() from exc
+        if not answer.is_success:
+            logger.info("webhook for job %s: %d (attempt %d)", job_id, answer.status_code, attempt)
+            raise NotDelivered()
 
     async def close(self) -> None:
         for task in list(self._sending):
