@@ -158,9 +158,10 @@ def run(args) -> dict:
         old.unlink()
     server = fleet = None
     settings = dict(setting.split("=", 1) for setting in args.env)
-    if args.jobs:
-        # Every visitor comes from the load generator's one address: one client, whose waiting
-        # jobs would meet the bound meant for one real client (50) at once.
+    if args.jobs and args.host:
+        # A service elsewhere sees every visitor from the load generator's one address: one
+        # client, whose waiting jobs would meet the bound meant for one real client (50) at once.
+        # (On this machine each visitor sends from a loopback address of its own: locustfile.)
         settings.setdefault("TOONIFY_QUEUE_MAX_JOBS_PER_CLIENT", "1000000")
     if args.fleet:
         from loadtest.fleet import Fleet
@@ -187,11 +188,16 @@ def run(args) -> dict:
     if sampler:
         sampler.sample()
         sampler.start()
+    flood = JobFlood(url) if args.flood_jobs else None
     try:
+        if flood:
+            flood.start()
         env = {**os.environ, "LOADTEST_SHAPE": SHAPE_OF[args.mode], "PYTHONPATH": str(ROOT)}
         # Locust exits non-zero when any request failed; rejections count, so that is normal.
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(locust_command(args, url, out), cwd=ROOT, env=env, check=False)
+        if flood:
+            extra_flood = flood.stop()
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         # What the load generator took of the same cores (the server's share is in the samples).
         extra = {
@@ -202,7 +208,11 @@ def run(args) -> dict:
         # After an overload: how soon a lone request is back to its normal time.
         recovery = probe_recovery(url) if args.mode == "overload" else None
         extra |= fleet.report(load_records(out)) if fleet else {}
+        if flood:
+            extra["flood"] = extra_flood
     finally:
+        if flood:
+            flood.stop()
         if sampler:
             sampler.stop()
         if server:
@@ -212,6 +222,39 @@ def run(args) -> dict:
     if recovery:
         extra["recovery"] = recovery
     return write_report(args, out, sampler.samples if sampler else [], extra)
+
+
+class JobFlood(threading.Thread):
+    """One more client, a script at its own address (``FLOOD_ADDRESS``), submitting jobs as fast
+    as the service takes them (waiting out each refusal's Retry-After) and never collecting
+    them: what the fair line and the per-client bound must keep from the other visitors."""
+
+    FLOOD_ADDRESS = "127.2.0.1"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.halt = url, threading.Event()
+        self.answered: dict[str, int] = {}
+        self.photo = next(u for u in build_pool() if u.has_face and u.name.startswith("astronaut"))
+
+    def run(self) -> None:
+        transport = httpx.HTTPTransport(local_address=self.FLOOD_ADDRESS)
+        with httpx.Client(base_url=self.url, transport=transport, timeout=60) as client:
+            while not self.halt.is_set():
+                try:
+                    answer = client.post("/jobs/raw", content=self.photo.data)
+                    status, wait = str(answer.status_code), answer.headers.get("Retry-After")
+                except httpx.HTTPError:
+                    status, wait = "no answer", "2"
+                self.answered[status] = self.answered.get(status, 0) + 1
+                if status != "202":
+                    self.halt.wait(float(wait or 2))
+
+    def stop(self) -> dict[str, int]:
+        self.halt.set()
+        if self.is_alive():
+            self.join()
+        return dict(self.answered)
 
 
 def probe_recovery(url: str, seconds: int = 15) -> list[tuple[int, float]]:
@@ -283,6 +326,11 @@ def main(argv: list[str] | None = None) -> None:
         help="every visitor submits a job and waits for it (with --fleet: on a shared Redis)",
     )
     parser.add_argument("--drain-minutes", type=float, default=15.0, help="--jobs: after the day")
+    parser.add_argument(
+        "--flood-jobs",
+        action="store_true",
+        help="one more client submits jobs as fast as it is let, from its own address",
+    )
     parser.add_argument(
         "--kill-instance-at", type=float, help="--fleet: kill one instance this many s in"
     )

@@ -120,7 +120,9 @@ class Fleet:
         limit = ["--cpus", str(self.cpus)] if self.cpus else []
         if self.redis is not None:
             limit += ["-e", f"TOONIFY_QUEUE_URL={self.redis.url}"]
-        for name, value in self.env.items():
+        # HAProxy, on this host, says who each client is (X-Forwarded-For): trusted, so that the
+        # instances' fairness counts visitors, not the balancer (docs/deploy.md).
+        for name, value in {"TOONIFY_TRUSTED_PROXIES": "127.0.0.1/32", **self.env}.items():
             limit += ["-e", f"{name}={value}"]
         for name, port in self.instances.items():
             container = f"toonify-{name}-{self.port}"

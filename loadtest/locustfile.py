@@ -17,13 +17,17 @@ ends the run goes on, with no new visitors, until every job is answered (at most
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import json
 import os
 import random
 import time
+from urllib.parse import urlsplit
 
 import gevent
 from locust import HttpUser, events, task
+from requests.adapters import HTTPAdapter
 
 from loadtest import shapes
 from loadtest.photos import build_pool, choose
@@ -53,6 +57,11 @@ def drained(base: type) -> type:
 Shape = drained(getattr(shapes, SHAPES[os.environ.get("LOADTEST_SHAPE", "day")]))
 
 POOL = build_pool()
+# Against a service on this machine each user sends from an address of its own, as visitors do:
+# the service's fairness (the line's round robin, each client's bounds) sees each as one client.
+VISITOR_ADDRESSES = (
+    str(a) for a in itertools.islice(ipaddress.ip_network("127.1.0.0/16"), 1, None)
+)
 REJECTED = (429, 503)
 PASSING = (0, 429, 502, 503, 504)  # --jobs: asked again after Retry-After
 OUTSTANDING = 0  # --jobs: visitors whose job is not answered yet
@@ -103,6 +112,26 @@ def log_request(name, response_time, response, start_time, context, exception, *
     _log.write(json.dumps(record) + "\n")
 
 
+class FromAddress(HTTPAdapter):
+    """Connections from one local address (a visitor of its own, to a service on loopback)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def on_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class PhotoUploader(HttpUser):
     """Someone who found the site: uploads a photo, now and then, with some option."""
 
@@ -110,6 +139,8 @@ class PhotoUploader(HttpUser):
         return random.expovariate(self.environment.parsed_options.user_rate)
 
     def on_start(self) -> None:
+        if on_loopback(self.host):
+            self.client.mount("http://", FromAddress(next(VISITOR_ADDRESSES)))
         # Start at a random point of the pacing interval, so new users do not arrive together.
         gevent.sleep(random.uniform(0, 1 / self.environment.parsed_options.user_rate))
 
