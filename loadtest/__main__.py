@@ -207,7 +207,8 @@ def run(args) -> dict:
         }
         # After an overload: how soon a lone request is back to its normal time.
         recovery = probe_recovery(url) if args.mode == "overload" else None
-        extra |= fleet.report(load_records(out)) if fleet else {}
+        flooded = extra_flood.get("202", 0) if flood else 0
+        extra |= fleet.report(load_records(out), other_jobs=flooded) if fleet else {}
         if flood:
             extra["flood"] = extra_flood
     finally:

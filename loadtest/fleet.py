@@ -243,8 +243,11 @@ class Fleet:
         result = answer["data"]["result"]
         return float(result[0]["value"][1]) if result else None
 
-    def report(self, records: list[dict]) -> dict:
-        """Per instance, and the fleet's cost per 1000 images from Prometheus and from the log."""
+    def report(self, records: list[dict], other_jobs: int = 0) -> dict:
+        """Per instance, and the fleet's cost per 1000 images from Prometheus and from the log.
+
+        ``other_jobs``: jobs accepted from outside the visitors' log (``--flood-jobs``), whose
+        stored answers are not a visitor answered twice."""
         time.sleep(35)  # two scrapes after the last request
         ended = time.time()
         window = f"{round(ended - self.watched_from)}s"
@@ -269,7 +272,7 @@ class Fleet:
         queue = self.queue_report(ended) if self.redis is not None else {}
         if queue:
             answered = sum(1 for r in records if r["status"] in (200, 422))
-            queue["jobs_answered_twice"] = queue["job_answers_stored"] - answered
+            queue["jobs_answered_twice"] = queue["job_answers_stored"] - answered - other_jobs
             # A visitor's record spans its wait, not an instance's work: Prometheus' figures.
             own, per_instance = 0.0, None
         return queue | {

@@ -53,6 +53,8 @@ RETRIES = {
 class NotDelivered(Exception):
     """The receiver did not take a webhook: an error status, no answer, or a host that now
     resolves to an address it may not have."""
+
+
 MAX_URL_BYTES = 1024
 
 
