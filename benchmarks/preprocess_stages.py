@@ -34,6 +34,9 @@ from preprocess.detect import DetectorSettings
 from tools.machine import describe_cpu
 
 GOAL_MS = 60.0
+ASSETS = Path(
+    os.environ.get("TOONIFY_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "models")
+)
 
 
 def phone_jpeg(assets: Path) -> bytes:
@@ -101,15 +104,7 @@ def main() -> None:
         help="decode JPEGs at reduced scale while the long side stays >= this",
     )
     parser.add_argument("--detect-size", type=int, default=DetectorSettings.detect_size)
-    parser.add_argument(
-        "--assets",
-        type=Path,
-        default=Path(
-            os.environ.get(
-                "TOONIFY_TEST_ASSETS", Path(__file__).resolve().parents[2] / "shared" / "models"
-            )
-        ),
-    )
+    parser.add_argument("--assets", type=Path, default=ASSETS)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})

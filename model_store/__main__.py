@@ -66,6 +66,8 @@ def _describe(model) -> str:
             detail = f"COST TWIN (noise) {detail}"
     else:
         detail = f"detector {meta.get('family')}"
+        if meta.get("source"):
+            detail += f" from {meta['source'].split(' ')[0]}"
     return f"{model.tag!s:<40} {detail:<36} {meta.get('licence', '')}"
 
 

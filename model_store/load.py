@@ -23,7 +23,7 @@ FP16_MODEL = "fp16/model.onnx"  # fp16 copy for the CUDA provider
 def detector_spec(model: bentoml.Model) -> str:
     """The ``create_detector`` spec for a stored detector."""
     family = model.info.metadata["family"]
-    location = model.path if family == "mtcnn" else model.path_of(MODEL_FILE)
+    location = model.path if family in ("mtcnn", "mediapipe") else model.path_of(MODEL_FILE)
     return f"{family}:{location}"
 
 

@@ -28,6 +28,7 @@ class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     score: float
     landmarks: np.ndarray = field(repr=False)  # (5, 2) float32 x, y
+    mesh: np.ndarray | None = field(default=None, repr=False)  # (468, 3) where a mesh was read
 
     @property
     def width(self) -> float:
@@ -132,6 +133,15 @@ class FaceDetector(abc.ABC):
         self, rgb: np.ndarray, min_face_size: float
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Backend: HxWx3 uint8 RGB -> boxes (N,4) x1y1x2y2, scores (N,), landmarks (N,5,2)."""
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two x1, y1, x2, y2 boxes."""
+    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = inter_w * inter_h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:

@@ -7,18 +7,14 @@ import pytest
 from PIL import Image
 
 from preprocess import DetectorSettings, create_detector, read_photo
-from preprocess.detect import fix_landmark_sides, nms
+from preprocess.detect import box_iou, fix_landmark_sides, nms
 
 from .conftest import asset
 
 BACKENDS = ["mtcnn", "scrfd", "yunet"]
 
 
-def iou(a, b) -> float:
-    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = inter_w * inter_h
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+iou = box_iou
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -7,16 +7,22 @@ imports the backends, so there is no import cycle.
 from __future__ import annotations
 
 from ..detect import DetectorSettings, FaceDetector, cpu_session
+from .mediapipe import MediapipeDetector
 from .mtcnn import MtcnnDetector
 from .scrfd import ScrfdDetector
 from .yunet import YunetDetector
 
-DETECTOR_NAMES = ("mtcnn", "scrfd", "yunet")
+DETECTOR_NAMES = ("mediapipe", "mtcnn", "scrfd", "yunet")
 
 
 def create_detector(spec: str, settings: DetectorSettings = DetectorSettings()) -> FaceDetector:
-    """A detector from a spec: ``mtcnn``, ``mtcnn:DIR``, ``scrfd:PATH|PACK``, ``yunet:PATH``."""
+    """A detector from a spec: ``mediapipe:DIR``, ``mtcnn``, ``mtcnn:DIR``, ``scrfd:PATH|PACK``,
+    ``yunet:PATH``."""
     name, _, location = spec.partition(":")
+    if name == "mediapipe":
+        if not location:
+            raise ValueError("mediapipe needs its folder: mediapipe:/path (the model store's)")
+        return MediapipeDetector(location, settings)
     if name == "mtcnn":
         return MtcnnDetector.from_dir(location or None, settings)
     if name == "scrfd":
