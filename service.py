@@ -40,6 +40,7 @@ from toonify.error_answers import ErrorAnswers, answered_errors
 from toonify.errors import GeneratorUnavailable
 from toonify.generation.signature import GeneratorSignature
 from toonify.levels import Ladder, Level
+from toonify.model_tags import stored_detector
 from toonify.request import request_client, request_deadline, request_level
 from toonify.schema import (
     DEFAULTS,
@@ -147,7 +148,7 @@ class Generator:
     runner_connection=STEADY_CONNECTIONS,
 )
 class Preprocess:
-    detector_model = bentoml.models.BentoModel(SETTINGS.detector_model)
+    detector_model = bentoml.models.BentoModel(stored_detector(SETTINGS.detector_model))
     generator = bentoml.depends(Generator)
 
     def __init__(self) -> None:

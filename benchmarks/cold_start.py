@@ -165,10 +165,12 @@ def main() -> None:
             "g = load_generator(bentoml.models.get(SETTINGS.generator_model), "
             "precision=SETTINGS.precision); g.warm_up()"
         ),
-        "Preprocess.__init__: MTCNN sessions": (
+        "Preprocess.__init__: the detector's sessions": (
             "import bentoml, service; from model_store import detector_spec; "
+            "from toonify.model_tags import stored_detector; "
             "from preprocess import create_detector; from toonify.settings import SETTINGS; "
-            "create_detector(detector_spec(bentoml.models.get(SETTINGS.detector_model)))"
+            "create_detector(detector_spec(bentoml.models.get("
+            "stored_detector(SETTINGS.detector_model))))"
         ),
     }
     singles = {name: in_one_interpreter(code, env) for name, code in imports.items()}

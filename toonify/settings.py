@@ -44,11 +44,17 @@ DERIVED = {
 }
 
 
+DEFAULT_DETECTOR_MODEL = "mediapipe-face:latest"
+FALLBACK_DETECTOR_MODEL = "mtcnn:latest"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TOONIFY_", frozen=True, extra="forbid")
 
     generator_model: str = "toon-filter:latest"  # a tag in the BentoML model store
-    detector_model: str = "mtcnn:latest"
+    # MediaPipe's face models where build-defaults could fetch them, else MTCNN
+    # (model_store.load.stored_detector).
+    detector_model: str = DEFAULT_DETECTOR_MODEL
     crop_size: int = 512  # aligned face side sent to the generator
     supersample: int = 2
     detect_size: int = 640

@@ -106,9 +106,10 @@ def detector_family() -> str:
     imports only for SCRFD (deploy/docker/Dockerfile.template)."""
     import bentoml
 
+    from toonify.model_tags import stored_detector
     from toonify.settings import SETTINGS
 
-    return bentoml.models.get(SETTINGS.detector_model).info.metadata["family"]
+    return bentoml.models.get(stored_detector(SETTINGS.detector_model)).info.metadata["family"]
 
 
 BUILD_CA = "/run/toonify-build-ca.crt"

@@ -1,8 +1,9 @@
 """MediaPipe's face detector (BlazeFace) and Face Mesh (Apache-2.0), run on OpenVINO.
 
-The ``.tflite`` files come out of the pinned ``mediapipe`` wheel (model_store/mediapipe.py);
-OpenVINO reads them as they are. What MediaPipe's graphs configure (face_detection*.pbtxt,
-face_landmark_cpu.pbtxt, face_detection_front_detection_to_roi.pbtxt) is restated here:
+The ``.tflite`` files come out of the pinned ``mediapipe`` wheel and are stored as OpenVINO IR
+(model_store/mediapipe.py: converted once, outputs checked equal). What MediaPipe's graphs
+configure (face_detection*.pbtxt, face_landmark_cpu.pbtxt,
+face_detection_front_detection_to_roi.pbtxt) is restated here:
 
 - Detection: the photo letterboxed into a square, RGB scaled to [-1, 1]; SSD anchors with fixed
   size 1 (a centre per grid cell and anchor); per anchor 16 values: box centre and size, then
@@ -32,9 +33,10 @@ from PIL import Image
 from ..detect import DetectorSettings, Face, FaceDetector, downscale, fix_landmark_sides
 from ..orient import UPRIGHT, Orientation
 
-SHORT_RANGE = "face_detection_short_range.tflite"
-FULL_RANGE = "face_detection_full_range_sparse.tflite"
-FACE_MESH = "face_landmark.tflite"
+# OpenVINO IR, each with its weights beside it (.bin)
+SHORT_RANGE = "face_detection_short_range.xml"
+FULL_RANGE = "face_detection_full_range_sparse.xml"
+FACE_MESH = "face_landmark.xml"
 FILES = (SHORT_RANGE, FULL_RANGE, FACE_MESH)
 LICENCE = "Apache-2.0 (MediaPipe 0.10.21 face detection and Face Mesh models)"
 
