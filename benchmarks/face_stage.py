@@ -1,6 +1,6 @@
 """CPU milliseconds to find the faces and their landmarks, MediaPipe against MTCNN, one core.
 
-    python -m benchmarks.face_stage [--runs 21] [--assets ../shared/models]
+    python -m benchmarks.face_stage [--runs 21] [--pipeline] [--assets ../shared/models]
 
 Three photos, as the pipeline hands them to the detector (decoded, the stored pixels with their
 EXIF orientation): the 512 px astronaut (a selfie's framing), a 12 MP phone JPEG stored turned
@@ -8,6 +8,10 @@ EXIF orientation): the 512 px astronaut (a selfie's framing), a 12 MP phone JPEG
 detectors come from a scratch model store built as ``build-defaults`` builds it. The figure is
 the process's CPU time per call (median of ``--runs``), so another load on the machine moves it
 less than wall time; the ratio is MediaPipe's over MTCNN's, measured in the same run.
+
+``--pipeline`` adds the whole in-process pipeline per photo with each detector: what the
+preprocessing worker and the generator do for one request (decode, detect, align, generate
+with the offline toon-filter, paste nothing back, encode), one core, CPU time.
 """
 
 from __future__ import annotations
@@ -52,6 +56,32 @@ def photos(assets: Path) -> dict[str, bytes]:
     return found
 
 
+def pipeline_cpu_ms(detector, data: bytes, generator, runs: int) -> float:
+    """CPU ms for one /toonify request's work, in this process (toonify.photos.worker)."""
+    from toonify.levels import Level
+    from toonify.photos.worker import PhotoWork
+    from toonify.schema import ToonifyOptions, Toons
+    from toonify.settings import Settings
+
+    work, options = PhotoWork(detector, Settings()), ToonifyOptions()
+
+    def once() -> None:
+        job = work.prepare(data, options, Level.full)
+        pixels = generator(job.crops)
+        toons = Toons(
+            pixels=pixels, queued_s=0, generate_s=0, batch_size=1, generated_size=pixels.shape[1]
+        )
+        work.finish(job, toons, options)
+
+    once()
+    times = []
+    for _ in range(runs):
+        start = time.process_time()
+        once()
+        times.append((time.process_time() - start) * 1000)
+    return statistics.median(times)
+
+
 def detectors() -> dict[str, object]:
     os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="toonify-bench-")
     from model_store import detector_spec
@@ -80,6 +110,7 @@ def cpu_ms(detector, image: Image.Image, orientation: Orientation, runs: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--pipeline", action="store_true", help="also the whole request's work")
     parser.add_argument("--assets", type=Path, default=ASSETS)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):  # the last core: the first takes more interrupts
@@ -100,6 +131,24 @@ def main() -> None:
             f"{label:<36}{mp_ms:>12.2f}{mt_ms:>12.2f}{mp_ms / mt_ms:>8.2f}  {mp_faces}/{mt_faces}"
         )
     print(f"geometric mean ratio {float(np.exp(np.mean(np.log(ratios)))):.2f}")
+    if args.pipeline:
+        import bentoml
+
+        from model_store import load_generator
+        from model_store.build import build_defaults
+
+        build_defaults()
+        generator = load_generator(bentoml.models.get("toon-filter:latest"), threads=1)
+        print(
+            f"\nCPU ms per photo for the whole request's work in one process, median of {args.runs}"
+        )
+        print(f"{'photo':<36}{'mediapipe':>12}{'mtcnn':>12}{'ratio':>8}")
+        for label, data in photos(args.assets).items():
+            mp_ms, mt_ms = (
+                pipeline_cpu_ms(found[name], data, generator, args.runs)
+                for name in ("mediapipe", "mtcnn")
+            )
+            print(f"{label:<36}{mp_ms:>12.1f}{mt_ms:>12.1f}{mp_ms / mt_ms:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,11 @@ def bento(default_models, tmp_path_factory) -> Path:
     with tarfile.open(archive) as bundle:
         bundle.extractall(unpacked, filter="data")
     assert (unpacked / "bento.yaml").is_file()
-    assert {p.name for p in (unpacked / "models").iterdir()} >= {"toon-filter", "mtcnn"}
+    assert {p.name for p in (unpacked / "models").iterdir()} >= {
+        "toon-filter",
+        "mtcnn",
+        "mediapipe-face",
+    }
     return unpacked
 
 

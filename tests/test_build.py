@@ -19,12 +19,14 @@ pytestmark = pytest.mark.slow  # bentoml build, hadolint
 def test_bentoml_build_packs_service_and_models(default_models):
     bento = build_bento()
     info = yaml.safe_load((bento / "bento.yaml").read_text())
-    assert {model["tag"].split(":")[0] for model in info["models"]} >= {"toon-filter", "mtcnn"}
+    packed = {model["tag"].split(":")[0] for model in info["models"]}
+    assert packed >= {"toon-filter", "mtcnn", "mediapipe-face"}
     for source in [
         "service.py",
         "toonify/generation/generator.py",
         "toonify/cost_profiles.json",
         "preprocess/detectors/mtcnn.py",
+        "preprocess/detectors/mediapipe.py",
         "model_store/load.py",
         "static/index.html",
     ]:

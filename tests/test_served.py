@@ -484,11 +484,14 @@ def reduced_in_process(data: bytes) -> bytes:
     from model_store import detector_spec, load_generator
     from preprocess import create_detector
     from toonify.levels import Level
+    from toonify.model_tags import stored_detector
     from toonify.photos.worker import PhotoWork
     from toonify.schema import ToonifyOptions, Toons
     from toonify.settings import Settings
 
-    detector = create_detector(detector_spec(bentoml.models.get("mtcnn:latest")))
+    detector = create_detector(
+        detector_spec(bentoml.models.get(stored_detector(Settings().detector_model)))
+    )
     generator = load_generator(bentoml.models.get("toon-filter:latest"))
     pipeline = PhotoWork(detector, Settings())
     options = ToonifyOptions(format="png")
