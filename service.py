@@ -160,7 +160,9 @@ class Preprocess:
         detector = create_detector(
             detector_spec(self.detector_model),
             DetectorSettings(
-                detect_size=SETTINGS.detect_size, min_face_size=SETTINGS.min_face_size
+                detect_size=SETTINGS.detect_size,
+                min_face_size=SETTINGS.min_face_size,
+                cache_dir=SETTINGS.cache_dir or Path(tempfile.gettempdir()) / "toonify-cache",
             ),
         )
         self.photos = PhotoWork(detector, SETTINGS)

@@ -8,11 +8,14 @@ of it here, so plugging in another ONNX generator is an import, not a code chang
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import bentoml
 
-from toonify.generation.generator import OnnxGenerator, pick_providers
 from toonify.generation.signature import GeneratorSignature
+
+if TYPE_CHECKING:
+    from toonify.generation.generator import OnnxGenerator
 
 MODEL_FILE = "model.onnx"
 OPENVINO_IR = "openvino/model.xml"  # the same model for OpenVINO, weights stored in fp16
@@ -57,6 +60,10 @@ def load_generator(
     """A stored generator, run from the file whose quality its import measured: the int8 IR, the
     IR for bf16, the fp16 copy on CUDA (TensorRT builds fp16 engines from the fp32 file), else
     the ONNX."""
+    # Here, not at the top: the preprocessing worker imports this module for detector_spec and
+    # never runs a generator.
+    from toonify.generation.generator import OnnxGenerator, pick_providers
+
     metadata = model.info.metadata
     chosen = pick_providers(providers)
     gpu = chosen[0] != "CPUExecutionProvider"

@@ -11,12 +11,15 @@ import abc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from .orient import UPRIGHT, Orientation
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +57,13 @@ class DetectorSettings:
     score_threshold: float | None = None
     min_face_size: int = 32  # shorter box side, in photo pixels
     threads: int = 1  # ONNX Runtime intra-op threads per detector
+    cache_dir: Path | None = None  # compiled models kept between starts (OpenVINO's)
 
 
 def cpu_session(model: str | Path | bytes, threads: int) -> ort.InferenceSession:
     """A CPU session with an explicit thread count (ONNX Runtime would take every core)."""
+    import onnxruntime as ort  # here: a worker on MediaPipe's detector never loads it
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

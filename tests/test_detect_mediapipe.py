@@ -84,7 +84,9 @@ def test_a_photo_without_a_face_has_none(mediapipe):
 
 
 def test_a_missing_or_corrupt_model_file_is_named_with_what_to_do(mediapipe, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"short_range\.xml is missing.*build-defaults"):
+    with pytest.raises(
+        FileNotFoundError, match=r"full_range_sparse\.xml is missing.*build-defaults"
+    ):
         create_detector(f"mediapipe:{tmp_path}")
     for stored in mediapipe.folder.iterdir():
         (tmp_path / stored.name).write_bytes(stored.read_bytes())
@@ -151,3 +153,15 @@ def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path):
     with pytest.raises(WheelUnavailable, match="not the MediaPipe wheel"):
         extract_models(tmp_path / "empty.whl", tmp_path)
     assert not list(tmp_path.glob("*.xml"))
+
+
+def test_compiled_models_are_kept_in_the_cache_folder(mediapipe, astronaut, tmp_path):
+    from preprocess import DetectorSettings
+
+    spec = f"mediapipe:{mediapipe.folder}"
+    first = create_detector(spec, DetectorSettings(cache_dir=tmp_path)).detect(astronaut)
+    blobs = sorted(path.name for path in (tmp_path / "openvino").iterdir())
+    assert len(blobs) == 2  # the full-range detector and Face Mesh, compiled
+    again = create_detector(spec, DetectorSettings(cache_dir=tmp_path)).detect(astronaut)
+    assert sorted(path.name for path in (tmp_path / "openvino").iterdir()) == blobs
+    np.testing.assert_allclose(again[0].landmarks, first[0].landmarks, atol=1e-3)

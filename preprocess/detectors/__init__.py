@@ -1,16 +1,13 @@
 """The detector registry: a spec string names a backend and where its weights are.
 
 The base class lives in ``preprocess.detect``; each backend imports it, and only this module
-imports the backends, so there is no import cycle.
+imports the backends, so there is no import cycle. A backend is imported when it is created:
+a worker on MediaPipe's detector loads OpenVINO and not ONNX Runtime, one on MTCNN the reverse.
 """
 
 from __future__ import annotations
 
 from ..detect import DetectorSettings, FaceDetector, cpu_session
-from .mediapipe import MediapipeDetector
-from .mtcnn import MtcnnDetector
-from .scrfd import ScrfdDetector
-from .yunet import YunetDetector
 
 DETECTOR_NAMES = ("mediapipe", "mtcnn", "scrfd", "yunet")
 
@@ -22,15 +19,23 @@ def create_detector(spec: str, settings: DetectorSettings = DetectorSettings()) 
     if name == "mediapipe":
         if not location:
             raise ValueError("mediapipe needs its folder: mediapipe:/path (the model store's)")
+        from .mediapipe import MediapipeDetector
+
         return MediapipeDetector(location, settings)
     if name == "mtcnn":
+        from .mtcnn import MtcnnDetector
+
         return MtcnnDetector.from_dir(location or None, settings)
     if name == "scrfd":
         if not location:
             raise ValueError("scrfd needs a model: scrfd:/path/to/scrfd.onnx or scrfd:buffalo_l")
+        from .scrfd import ScrfdDetector
+
         return ScrfdDetector.from_spec(location, settings)
     if name == "yunet":
         if not location:
             raise ValueError("yunet needs a model: yunet:/path/to/yunet.onnx")
+        from .yunet import YunetDetector
+
         return YunetDetector(cpu_session(location, settings.threads), settings)
     raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTOR_NAMES)}")
