@@ -19,7 +19,9 @@ pytestmark = pytest.mark.slow  # bentoml build, hadolint
 def test_bentoml_build_packs_service_and_models(default_models):
     bento = build_bento()
     info = yaml.safe_load((bento / "bento.yaml").read_text())
-    packed = {model["tag"].split(":")[0] for model in info["models"]}
+    # The bentofile's models, and those the services reference (the default detector).
+    listed = info["models"] + [model for service in info["services"] for model in service["models"]]
+    packed = {model["tag"].split(":")[0] for model in listed}
     assert packed >= {"toon-filter", "mtcnn", "mediapipe-face"}
     for source in [
         "service.py",

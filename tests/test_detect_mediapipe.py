@@ -165,3 +165,16 @@ def test_compiled_models_are_kept_in_the_cache_folder(mediapipe, astronaut, tmp_
     again = create_detector(spec, DetectorSettings(cache_dir=tmp_path)).detect(astronaut)
     assert sorted(path.name for path in (tmp_path / "openvino").iterdir()) == blobs
     np.testing.assert_allclose(again[0].landmarks, first[0].landmarks, atol=1e-3)
+
+
+def test_threads_detecting_at_once_get_what_one_thread_gets(mediapipe, astronaut):
+    """The preprocessing worker detects in several threads with one detector."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = [astronaut, photo_named("t1.jpg (six faces)")]
+    alone = [[face.box for face in mediapipe.detect(photo)] for photo in photos]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(
+            pool.map(lambda i: [f.box for f in mediapipe.detect(photos[i % 2])], range(60))
+        )
+    assert all(boxes == alone[i % 2] for i, boxes in enumerate(together))

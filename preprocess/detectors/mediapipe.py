@@ -22,6 +22,7 @@ contour, the nose tip, the mouth corners (the FFHQ recipe's choice of points).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,9 +173,18 @@ class MediapipeDetector(FaceDetector):
                 raise ValueError(
                     f"{path} does not load ({reason}): python -m model_store build-defaults"
                 ) from None
-        self.runs = {FULL: compiled[FULL.file].create_infer_request()}
+        self.compiled = {FULL: compiled[FULL.file], FACE_MESH: compiled[FACE_MESH]}
         self.anchors = {FULL: FULL.anchors()}
-        self.mesh = compiled[FACE_MESH].create_infer_request()
+        # The preprocessing worker detects in several threads at once, and an infer request
+        # holds its input and output buffers: each thread gets requests of its own.
+        self.requests = threading.local()
+
+    def request(self, model: DetectorModel | str) -> ov.InferRequest:
+        """This thread's infer request for ``model``."""
+        mine = self.requests.__dict__
+        if model not in mine:
+            mine[model] = self.compiled[model].create_infer_request()
+        return mine[model]
 
     # -- detection ------------------------------------------------------------------------------
 
@@ -241,7 +251,7 @@ class MediapipeDetector(FaceDetector):
         tensor = np.zeros((1, model.size, model.size, 3), np.uint8)  # black borders, as MediaPipe
         offset_x, offset_y = (model.size - size[0]) // 2, (model.size - size[1]) // 2
         tensor[0, offset_y : offset_y + size[1], offset_x : offset_x + size[0]] = crop
-        regressors, logits = self.runs[model].infer({0: tensor}, share_inputs=True).values()
+        regressors, logits = self.request(model).infer({0: tensor}, share_inputs=True).values()
         scores = sigmoid(logits[0, :, 0])
         hits = scores >= self.threshold
         raw, anchors = regressors[0][hits], self.anchors[model][hits] * model.size
@@ -271,7 +281,9 @@ class MediapipeDetector(FaceDetector):
         side = max(box[2] - box[0], box[3] - box[1]) * ROI_SCALE
         to_photo = turned_square(centre, side, angle)
         crop = sample(stored, then(upright_to_stored(orientation, stored.size), to_photo))
-        points, presence = self.mesh.infer({0: crop[None]}, share_inputs=True).values()
+        points, presence = (
+            self.request(FACE_MESH).infer({0: crop[None]}, share_inputs=True).values()
+        )
         mesh = points.reshape(468, 3).astype(np.float64)
         xy = mesh[:, :2] @ to_photo[:, :2].T + to_photo[:, 2]
         z = mesh[:, 2:] * side / MESH_SIZE
