@@ -77,6 +77,8 @@ STEADY_CONNECTIONS = {"max_requests": 2**31 - 1, "max_age": 1e9}
 # A job's photo is checked at submission from its first bytes: a photo's header is within them
 # (JPEG's markers, PNG's chunks before the pixels), and a 12 MB photo need not cross whole twice.
 CHECKED_BYTES = 1 << 20
+# Compiled and optimised models kept between starts (ONNX Runtime's, OpenVINO's).
+CACHE_DIR = SETTINGS.cache_dir or Path(tempfile.gettempdir()) / "toonify-cache"
 # A dependency keeps serving after SIGTERM until the entry has answered everything in flight.
 DRAIN_GRACE_S = SETTINGS.request_timeout_s + 15
 
@@ -102,7 +104,7 @@ class Generator:
             backend=SETTINGS.backend,
             precision=SETTINGS.precision,
             min_psnr_db=SETTINGS.min_psnr_db,
-            cache_dir=SETTINGS.cache_dir or Path(tempfile.gettempdir()) / "toonify-cache",
+            cache_dir=CACHE_DIR,
         )
         # Before /readyz says yes, at the sizes both levels of the ladder send.
         warm_up = self.generator.warm_up((SETTINGS.crop_size, SETTINGS.degraded_size))
@@ -162,7 +164,7 @@ class Preprocess:
             DetectorSettings(
                 detect_size=SETTINGS.detect_size,
                 min_face_size=SETTINGS.min_face_size,
-                cache_dir=SETTINGS.cache_dir or Path(tempfile.gettempdir()) / "toonify-cache",
+                cache_dir=CACHE_DIR,
             ),
         )
         self.photos = PhotoWork(detector, SETTINGS)

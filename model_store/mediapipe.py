@@ -114,12 +114,12 @@ def to_ir(source: Path, target: Path) -> None:
     import openvino as ov
 
     core = ov.Core()
-    ov.save_model(core.read_model(source), target, compress_to_fp16=False)
-    shape = core.read_model(source).inputs[0].shape
-    pixels = np.random.default_rng(0).random(tuple(shape), dtype=np.float32)
+    given = core.read_model(source)
+    ov.save_model(given, target, compress_to_fp16=False)
+    pixels = np.random.default_rng(0).random(tuple(given.inputs[0].shape), dtype=np.float32)
     answers = [
-        core.compile_model(core.read_model(path), "CPU").create_infer_request().infer({0: pixels})
-        for path in (source, target)
+        core.compile_model(model, "CPU").create_infer_request().infer({0: pixels})
+        for model in (given, core.read_model(target))
     ]
     for given, stored in zip(*(answer.values() for answer in answers), strict=True):
         if not np.allclose(given, stored, rtol=1e-5, atol=1e-5):

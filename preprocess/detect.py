@@ -157,18 +157,21 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
     a better one (MTCNN's last stage).
     """
     order = np.argsort(-scores, kind="stable")
-    areas = np.prod(np.clip(boxes[:, 2:4] - boxes[:, 0:2], 0, None), axis=1)
     keep = []
     while order.size:
         best, rest = order[0], order[1:]
         keep.append(best)
-        top_left = np.maximum(boxes[best, 0:2], boxes[rest, 0:2])
-        bottom_right = np.minimum(boxes[best, 2:4], boxes[rest, 2:4])
-        inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-        if mode == "min":
-            denominator = np.minimum(areas[best], areas[rest])
-        else:
-            denominator = areas[best] + areas[rest] - inter
-        overlap = inter / np.maximum(denominator, 1e-9)
-        order = rest[overlap <= threshold]
+        order = rest[overlaps(boxes[best], boxes[rest], mode) <= threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def overlaps(box: np.ndarray, boxes: np.ndarray, mode: str = "union") -> np.ndarray:
+    """The intersection of ``box`` with each of ``boxes`` (N, 4), over their union, or with
+    ``mode="min"`` over the smaller of the two."""
+    top_left = np.maximum(box[0:2], boxes[:, 0:2])
+    bottom_right = np.minimum(box[2:4], boxes[:, 2:4])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area = np.prod(np.clip(box[2:4] - box[0:2], 0, None))
+    areas = np.prod(np.clip(boxes[:, 2:4] - boxes[:, 0:2], 0, None), axis=1)
+    denominator = np.minimum(area, areas) if mode == "min" else area + areas - inter
+    return inter / np.maximum(denominator, 1e-9)

@@ -31,7 +31,14 @@ import numpy as np
 import openvino as ov
 from PIL import Image
 
-from ..detect import DetectorSettings, Face, FaceDetector, downscale, fix_landmark_sides
+from ..detect import (
+    DetectorSettings,
+    Face,
+    FaceDetector,
+    downscale,
+    fix_landmark_sides,
+    overlaps,
+)
 from ..orient import UPRIGHT, Orientation
 
 # OpenVINO IR, each with its weights beside it (.bin)
@@ -67,7 +74,6 @@ class DetectorModel:
     size: int
     strides: tuple[int, ...]
     anchors_per_cell: tuple[int, ...]  # per distinct stride, summed over its layers
-    threshold: float
 
     def anchors(self) -> np.ndarray:
         """(N, 2) anchor centres in [0, 1], in the order the model's outputs use."""
@@ -83,21 +89,12 @@ class DetectorModel:
 
 # Short range: four layers, strides 8, 16, 16, 16, two anchors each (aspect 1 and the
 # interpolated scale); layers of one stride share a grid. Full range: one layer, one anchor.
-SHORT = DetectorModel(SHORT_RANGE, 128, (8, 16), (2, 6), 0.5)
-FULL = DetectorModel(FULL_RANGE, 192, (4,), (1,), 0.6)
+SHORT = DetectorModel(SHORT_RANGE, 128, (8, 16), (2, 6))
+FULL = DetectorModel(FULL_RANGE, 192, (4,), (1,))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
-
-
-def iou_with(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    top_left = np.maximum(box[:2], boxes[:, :2])
-    bottom_right = np.minimum(box[2:4], boxes[:, 2:4])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = np.prod(box[2:4] - box[:2])
-    areas = np.prod(boxes[:, 2:4] - boxes[:, :2], axis=1)
-    return inter / np.maximum(area + areas - inter, 1e-9)
 
 
 def weighted_nms(
@@ -108,7 +105,7 @@ def weighted_nms(
     order = np.argsort(-scores, kind="stable")
     kept_boxes, kept_points, kept_scores = [], [], []
     while order.size:
-        overlap = iou_with(boxes[order[0]], boxes[order])
+        overlap = overlaps(boxes[order[0]], boxes[order])
         group, order = order[overlap > threshold], order[overlap <= threshold]
         weights = scores[group] / scores[group].sum()
         kept_boxes.append(weights @ boxes[group])
@@ -173,18 +170,18 @@ class MediapipeDetector(FaceDetector):
                 raise ValueError(
                     f"{path} does not load ({reason}): python -m model_store build-defaults"
                 ) from None
-        self.compiled = {FULL: compiled[FULL.file], FACE_MESH: compiled[FACE_MESH]}
-        self.anchors = {FULL: FULL.anchors()}
+        self.compiled = compiled
+        self.anchors = FULL.anchors() * FULL.size  # in input pixels
         # The preprocessing worker detects in several threads at once, and an infer request
         # holds its input and output buffers: each thread gets requests of its own.
         self.requests = threading.local()
 
-    def request(self, model: DetectorModel | str) -> ov.InferRequest:
-        """This thread's infer request for ``model``."""
+    def request(self, file: str) -> ov.InferRequest:
+        """This thread's infer request for the model in ``file``."""
         mine = self.requests.__dict__
-        if model not in mine:
-            mine[model] = self.compiled[model].create_infer_request()
-        return mine[model]
+        if file not in mine:
+            mine[file] = self.compiled[file].create_infer_request()
+        return mine[file]
 
     # -- detection ------------------------------------------------------------------------------
 
@@ -236,11 +233,10 @@ class MediapipeDetector(FaceDetector):
             for left in columns:
                 yield self._detect_in(small, (left, top, left + width, top + height))
 
-    def _detect_in(
-        self, image: np.ndarray, window: tuple[int, int, int, int], model: DetectorModel = FULL
-    ):
+    def _detect_in(self, image: np.ndarray, window: tuple[int, int, int, int]):
         """Boxes (N, 4), keypoints (N, 6, 2) and scores (N,) in photo pixels, from one window
-        letterboxed into the model's square."""
+        letterboxed into the full-range model's square."""
+        model = FULL
         left, top, right, bottom = window
         side = max(right - left, bottom - top)
         scale = model.size / side
@@ -251,10 +247,10 @@ class MediapipeDetector(FaceDetector):
         tensor = np.zeros((1, model.size, model.size, 3), np.uint8)  # black borders, as MediaPipe
         offset_x, offset_y = (model.size - size[0]) // 2, (model.size - size[1]) // 2
         tensor[0, offset_y : offset_y + size[1], offset_x : offset_x + size[0]] = crop
-        regressors, logits = self.request(model).infer({0: tensor}, share_inputs=True).values()
+        regressors, logits = self.request(FULL_RANGE).infer({0: tensor}, share_inputs=True).values()
         scores = sigmoid(logits[0, :, 0])
         hits = scores >= self.threshold
-        raw, anchors = regressors[0][hits], self.anchors[model][hits] * model.size
+        raw, anchors = regressors[0][hits], self.anchors[hits]
         centre = raw[:, 0:2] + anchors
         half = raw[:, 2:4] / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1)
