@@ -5,8 +5,9 @@
                         |--photo bytes + options--> Preprocess   decode once, EXIF orient, detect,
                         |                             |          FFHQ align; paste back, encode
                         |                             |--uint8 crops--> Generator   ONNX Runtime
-                        |                             |<--uint8 toons--            or OpenVINO,
-                        |<--the answer image + faces + timings--                   batched
+                        |                             | + feature rows             or OpenVINO,
+                        |                             |<--uint8 toons--            batched
+                        |<--the answer image + faces + timings--
            <--image or JSON--
 
 The photo crosses one process boundary and is decoded once; only aligned crops go to the
@@ -133,7 +134,7 @@ class Generator:
     @answered_errors
     async def generate(self, crops: FaceCrops) -> Toons:
         """One photo's aligned crops in, their toons out, batched with other photos' crops."""
-        pixels, run = await self.batcher(crops.pixels, crops.deadline)
+        pixels, run = await self.batcher(crops.pixels, crops.deadline, crops.features)
         return Toons(
             pixels=pixels,
             queued_s=run.queued_s,
@@ -192,7 +193,7 @@ class Preprocess:
                 self.generator.to_async.generate,
                 deadline,
                 GeneratorUnavailable,
-                crops=FaceCrops(pixels=job.crops, deadline=deadline),
+                crops=FaceCrops(pixels=job.crops, features=job.features, deadline=deadline),
             )
             result = await anyio.to_thread.run_sync(
                 self.photos.finish, job, toons, options, limiter=self.threads

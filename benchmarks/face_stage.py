@@ -67,7 +67,7 @@ def pipeline_cpu_ms(detector, data: bytes, generator, runs: int) -> float:
 
     def once() -> None:
         job = work.prepare(data, options, Level.full)
-        pixels = generator(job.crops)
+        pixels = generator(job.crops, job.features)
         toons = Toons(
             pixels=pixels, queued_s=0, generate_s=0, batch_size=1, generated_size=pixels.shape[1]
         )

@@ -80,7 +80,8 @@ def pipeline_throughput(model_path: str, signature, photo: bytes, images: int) -
     started = time.perf_counter()
     for _ in range(images):
         prepared = prepare_photo(photo, detector, crop_size=signature.size)
-        toons = generator(np.stack([np.asarray(a.image) for a in prepared.aligned]))
+        crops = np.stack([np.asarray(a.image) for a in prepared.aligned])
+        toons = generator(crops, prepared.features)
         encode_image(Image.fromarray(toons[0]), "jpeg")
     return images / (time.perf_counter() - started)
 

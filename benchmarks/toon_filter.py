@@ -1,6 +1,6 @@
 """What the offline default costs per 512x512 face, against an earlier version, side by side.
 
-    python -m benchmarks.toon_filter [--before WORKTREE] [--rounds 5] [--images 16]
+    python -m benchmarks.toon_filter [--before WORKTREE] [--rounds 5] [--images 16] [--threads N]
 
 Builds the toon-filter of this checkout (and, with --before, of another checkout of the project,
 e.g. `git worktree add /tmp/toonify-before <commit>`), then times each on the same aligned real
@@ -25,6 +25,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 from preprocess import align_face, create_detector  # noqa: E402
+from preprocess.pipeline import crop_features  # noqa: E402
 from tools.machine import describe_cpu  # noqa: E402
 from toonify.generation.generator import OnnxGenerator  # noqa: E402
 from toonify.generation.signature import GeneratorSignature  # noqa: E402
@@ -42,26 +43,49 @@ def build_in(checkout: Path, path: Path) -> None:
     )
 
 
+def face_detector():
+    """The service's default detector from the store (MediaPipe's, with a mesh), else MTCNN."""
+    import bentoml
+
+    from model_store import detector_spec
+    from toonify.model_tags import stored_detector
+    from toonify.settings import DEFAULT_DETECTOR_MODEL
+
+    return create_detector(
+        detector_spec(bentoml.models.get(stored_detector(DEFAULT_DETECTOR_MODEL)))
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", type=Path, help="another checkout of the project")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=16)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads per run (the service runs ONNX Runtime streams of one); 0: every CPU",
+    )
     args = parser.parse_args()
 
     checkouts = {"this checkout": ROOT}
     if args.before:
         checkouts = {"before": args.before.resolve(), **checkouts}
     photo = Image.fromarray(skimage.data.astronaut())
-    face = create_detector("mtcnn").detect(photo)[0]
-    crop = np.asarray(align_face(photo, face.landmarks).image)[None]
+    face = face_detector().detect(photo)[0]
+    aligned = align_face(photo, face.landmarks)
+    # The face's own features where it has a mesh (a version without the input ignores them).
+    crop, features = np.asarray(aligned.image)[None], crop_features(face, aligned)[None]
     folder = Path(tempfile.mkdtemp(prefix="toon-filter-bench-"))
     generators = {}
     for label, checkout in checkouts.items():
         path = folder / f"{label.replace(' ', '_')}.onnx"
         build_in(checkout, path)
         for backend in ("openvino", "onnxruntime"):
-            generator = OnnxGenerator(path, GeneratorSignature(), backend=backend)
+            generator = OnnxGenerator(
+                path, GeneratorSignature(), backend=backend, threads=args.threads or None
+            )
             generator.warm_up()
             generators[(label, backend)] = generator
     results: dict[tuple[str, str], list[float]] = {key: [] for key in generators}
@@ -69,11 +93,11 @@ def main() -> None:
         for key, generator in generators.items():  # alternating, so drift hits all alike
             began = time.perf_counter()
             for _ in range(args.images):
-                generator(crop)
+                generator(crop, features)
             results[key].append((time.perf_counter() - began) * 1000 / args.images)
     print(
-        f"\n{describe_cpu()}; 512x512, one image per call, {args.rounds} rounds of "
-        f"{args.images} images, median ms per image\n"
+        f"\n{describe_cpu()}; {args.threads or 'every'} thread(s) a run; 512x512, one image "
+        f"per call, {args.rounds} rounds of {args.images} images, median ms per image\n"
     )
     print("| backend | " + " | ".join(checkouts) + (" | ratio |" if args.before else " |"))
     print("|---|" + "---|" * len(checkouts) + ("---|" if args.before else ""))

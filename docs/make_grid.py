@@ -3,6 +3,10 @@
 make import-animegan   # optional: adds the AnimeGANv3 column (weights from ../shared/models)
 make grid              # writes docs/images/grid.jpg
 
+The offline default has two columns: before (MTCNN's five points, the features where FFHQ puts a
+frontal face's: what it drew before the mesh drove it) and after (MediaPipe's Face Mesh: the
+alignment and the features from the face's own landmarks, as the service runs it now).
+
 Faces: the astronaut (scikit-image), the six of insightface's t1.jpg, and each upright photo in
 ../shared/models/faces (TOONIFY_TEST_ASSETS) when it is there.
 """
@@ -21,6 +25,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from model_store import MODEL_FILE, detector_spec
 from preprocess import align_face, create_detector, read_photo
+from preprocess.pipeline import crop_features
 from toonify.generation.generator import OnnxGenerator
 from toonify.generation.signature import GeneratorSignature
 
@@ -29,7 +34,7 @@ ASSETS = Path(os.environ.get("TOONIFY_TEST_ASSETS", ROOT.parent / "shared" / "mo
 
 TILE = 256
 GENERATORS = [
-    ("toon-filter (offline default)", "toon-filter:latest"),
+    ("toon-filter", "toon-filter:latest"),
     ("AnimeGANv3", "animeganv3:latest"),
 ]
 
@@ -70,17 +75,36 @@ def labelled(image: Image.Image, text: str, side: int = TILE) -> Image.Image:
     return tile
 
 
+def same_faces(found: list, reference: list) -> list:
+    """``found`` in the order of ``reference`` (the face of each reference box that overlaps it
+    most), so a row shows one face whichever detector found it."""
+    from preprocess.detect import box_iou
+
+    return [max(found, key=lambda face: box_iou(face.box, ref.box)) for ref in reference]
+
+
 def main() -> None:
-    detector = create_detector(detector_spec(bentoml.models.get("mtcnn:latest")))
+    mesh = create_detector(detector_spec(bentoml.models.get("mediapipe-face:latest")))
+    mtcnn = create_detector(detector_spec(bentoml.models.get("mtcnn:latest")))
     generators = load_generators()
     rows = []
     for name, photo, count in photos():
-        for index, face in enumerate(detector.detect(photo)[:count]):
-            aligned = align_face(photo, face.landmarks, size=512)
-            crop = np.asarray(aligned.image)[None]
+        before_faces = mtcnn.detect(photo)[:count]
+        for index, (before, after) in enumerate(
+            zip(before_faces, same_faces(mesh.detect(photo), before_faces), strict=True)
+        ):
             label = name if count == 1 else f"{name}, face {index}"
-            tiles = [labelled(photo, label), labelled(aligned.image, "FFHQ-aligned")]
-            tiles += [labelled(Image.fromarray(gen(crop)[0]), text) for text, gen in generators]
+            tiles = [labelled(photo, label)]
+            aligned = align_face(photo, after.landmarks, size=512)
+            old = align_face(photo, before.landmarks, size=512)
+            crop, features = np.asarray(aligned.image)[None], crop_features(after, aligned)[None]
+            tiles.append(labelled(aligned.image, "aligned by Face Mesh"))
+            for text, gen in generators:
+                if gen.takes_features:
+                    toon = gen(np.asarray(old.image)[None])[0]  # FFHQ's frontal template
+                    tiles.append(labelled(Image.fromarray(toon), f"{text}: before"))
+                    text = f"{text}: now"
+                tiles.append(labelled(Image.fromarray(gen(crop, features)[0]), text))
             rows.append(tiles)
     save_grid(rows, TILE, "grid.jpg", quality=88)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
+from preprocess.features import COLUMNS, FEATURES_INPUT, ROWS, template_features
 from toonify.generation.generator import OnnxGenerator, openvino_version, resize_batch
 from toonify.generation.signature import GeneratorSignature
 
@@ -61,8 +62,14 @@ def check_generator(path: Path, signature: GeneratorSignature) -> None:
         raise ModelImportError(f"{path} does not load in ONNX Runtime: {exc}") from None
     session = model.runner.session
     inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise ModelImportError(f"{path} has {len(inputs)} inputs; a generator takes one image")
+    extra = [
+        i for i in inputs[1:] if i.name != FEATURES_INPUT or i.shape[1:] != [len(ROWS), COLUMNS]
+    ]
+    if extra or not inputs:
+        raise ModelImportError(
+            f"{path} has inputs {[i.name for i in inputs]}; a generator takes one image, and "
+            f"optionally {FEATURES_INPUT!r} (N, {len(ROWS)}, {COLUMNS}) (preprocess/features.py)"
+        )
     shape = inputs[0].shape
     channels = shape[1 if signature.layout == "NCHW" else 3] if len(shape) == 4 else None
     if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
@@ -161,6 +168,9 @@ def quantize_int8(
         return None
     model = openvino.Core().read_model(str(path))
     samples = [signature.to_model_input(face[None]) for face in calibration]
+    if any(FEATURES_INPUT in port.get_names() for port in model.inputs):
+        image = model.inputs[0].get_any_name()
+        samples = [{image: sample, FEATURES_INPUT: template_features(1)} for sample in samples]
     quantized = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples))
     target = folder / OPENVINO_INT8_IR
     openvino.save_model(quantized, str(target), compress_to_fp16=False)

@@ -37,11 +37,24 @@ class GraphBuilder:
         pads = self.const(np.array([0, 0, pad, pad, 0, 0, pad, pad], dtype=np.int64))
         return self.op("Pad", x, pads, mode="reflect")
 
-    def model(self, name: str, image: str, output: str, description: str) -> onnx.ModelProto:
+    def model(
+        self,
+        name: str,
+        image: str,
+        output: str,
+        description: str,
+        more_inputs: tuple[tuple[str, list], ...] = (),
+    ) -> onnx.ModelProto:
+        """The model; ``more_inputs``: (name, shape) of float inputs after the image."""
+        inputs = [helper.make_tensor_value_info(image, TensorProto.FLOAT, IMAGE_SHAPE)]
+        inputs += [
+            helper.make_tensor_value_info(extra, TensorProto.FLOAT, shape)
+            for extra, shape in more_inputs
+        ]
         graph = helper.make_graph(
             self.nodes,
             name,
-            [helper.make_tensor_value_info(image, TensorProto.FLOAT, IMAGE_SHAPE)],
+            inputs,
             [helper.make_tensor_value_info(output, TensorProto.FLOAT, IMAGE_SHAPE)],
             self.initializers,
         )

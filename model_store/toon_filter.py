@@ -1,96 +1,145 @@
 """``toon-filter``: a procedural toon stylizer compiled to ONNX. No learned weights.
 
 It is the honest offline default: the service runs end to end with nothing downloaded, and the
-face comes back reshaped and drawn, but by fixed rules, not a trained toon generator. It relies
-on what every crop the generator sees has in common: FFHQ alignment puts the eyes, nose and mouth
-at known places in the frame (``FEATURES``). Steps, all on [0, 1] RGB:
+face comes back reshaped and drawn, but by fixed rules, not a trained toon generator. Its second
+input, ``features`` (preprocess/features.py), says where each crop's eyes, nose, mouth and jaw
+are, from the face's Face Mesh (or FFHQ's frontal template). Steps, all on [0, 1] RGB:
 
-1. **shape**: one smooth, fixed warp field (``GridSample``) enlarges the eyes, shrinks the nose
-   and mouth, and pulls the jaw in a little. Each feature's field scales everything inside its
-   inner ellipse by one factor and fades to nothing at ``falloff`` times that ellipse, so the
-   documented factors hold exactly where the feature is and nothing tears (the build checks the
-   field never folds);
+1. **shape**: a smooth warp field (``GridSample``) built from the features: each eye enlarged
+   along its own contour, as far as it is open and seen; the nose and mouth shrunk; the jaw
+   pulled in a little. Each region scales everything inside its inner ellipse by its factor and
+   fades to nothing at ``FALLOFF`` times that ellipse, so the factors hold exactly where the
+   feature is and nothing tears;
 2. **smooth skin and hair**: a wide edge-preserving (guided) filter, then a narrow one;
 3. **cel shading**: lightness in soft-edged bands (no blotches where texture sits on a band
-   edge), hue kept, colour a little stronger;
-4. **outlines**: thin dark lines from a difference of Gaussians of the smoothed lightness.
+   edge), hue kept, colour a little stronger, the lips stronger still;
+4. **outlines**: thin dark lines from a difference of Gaussians of the smoothed lightness, a
+   closed eye's lid drawn as one curved line, a catch-light in each open eye.
 
 Signature, the same as a pix2pixHD Toonify export: NCHW RGB float32 in [-1, 1], 512x512 (the
-graph accepts any size; the warp field is resized to it).
+graph accepts any size; the features are in the 512 frame whatever the size), and
+``features`` (N, 5, 8).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx
 
+from preprocess.features import COLUMNS, FRAME, ROWS, TEMPLATE
+
 from .graph import GraphBuilder
 
-INPUT, OUTPUT = "image", "toon"
-FRAME = 512  # the aligned frame the features are placed in
+INPUT, FEATURES, OUTPUT = "image", "features", "toon"
 DESCRIPTION = (
-    "Procedural toon filter: a fixed warp of the FFHQ-aligned frame (larger eyes, smaller nose "
-    "and mouth, softer jaw), guided-filter smoothing, soft cel-shading bands and "
-    "difference-of-Gaussians outlines, compiled to ONNX; no learned weights. A stand-in so the "
-    "service runs offline, not a trained toon generator."
+    "Procedural toon filter: a warp of the FFHQ-aligned frame driven by each face's landmarks "
+    "(eyes enlarged along their contour when open, smaller nose and mouth, softer jaw), "
+    "guided-filter smoothing, soft cel-shading bands, difference-of-Gaussians outlines, closed "
+    "lids drawn as lines, compiled to ONNX; no learned weights. A stand-in so the service runs "
+    "offline, not a trained toon generator."
 )
+# Each region's change fades to nothing at this multiple of its inner ellipse (nose and mouth
+# further: they are small and a short fade would pinch the skin around them).
+FALLOFF = {"left eye": 1.8, "right eye": 1.8, "nose": 2.0, "mouth": 2.0}
+JAW_FADE = 40.0  # frame pixels over which the jaw's band of rows fades in and out
+FIELD = 128  # the warp's displacement is computed at this size and enlarged: it is smooth
+PAINT = 256  # the painted lines and lights are computed at this size
+LID_WIDTH, LID_SAG, LINE_PX = 1.25, 0.45, 1.2  # a closed lid's line: of the eye's half-axes; px
 
 
-@dataclass(frozen=True)
-class Feature:
-    """One region of the aligned frame, scaled by ``factor`` inside its inner ellipse (centre,
-    half-axes in 512-frame pixels) and left alone beyond ``falloff`` times that ellipse."""
-
-    name: str
-    centre: tuple[float, float]
-    half_axes: tuple[float, float]
-    factor: float
-    falloff: float = 1.8
-
-
-# Where FFHQ alignment puts each feature (the mean of MTCNN's landmarks on aligned real faces:
-# eyes (194, 243) and (318, 243), mouth corners at y = 371), and how much each changes.
-FEATURES = (
-    Feature("left eye", (194.0, 243.0), (34.0, 28.0), 1.35),
-    Feature("right eye", (318.0, 243.0), (34.0, 28.0), 1.35),
-    Feature("nose", (256.0, 305.0), (22.0, 22.0), 0.85, falloff=2.0),
-    Feature("mouth", (256.0, 372.0), (50.0, 24.0), 0.88, falloff=2.0),
-)
-JAW_PULL = 0.06  # the lower cheeks and jaw move this fraction of their distance inwards
-JAW_BAND = (360.0, 500.0)  # rows of the frame the pull covers, fading in and out
-JAW_REACH = 210.0  # columns further than this from the centre line are left alone
-
-
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def warp_field(size: int = FRAME) -> np.ndarray:
-    """For each output pixel of a ``size`` frame, the input pixel it shows: (size, size, 2) x, y.
-
-    Built at 512 and scaled, so the features sit at the same relative places at any size.
-    """
+def warp_field(features: np.ndarray = TEMPLATE, size: int = int(FRAME)) -> np.ndarray:
+    """For each output pixel of a ``size`` frame, the input pixel it shows: (size, size, 2) x, y,
+    for one crop's (5, 8) features. The graph computes the same displacement at ``FIELD``."""
     scale = size / FRAME
     y, x = np.mgrid[0:size, 0:size].astype(np.float64) / scale  # in 512-frame pixels
-    source_x, source_y = x.copy(), y.copy()
-    for feature in FEATURES:
-        cx, cy = feature.centre
-        ax, ay = feature.half_axes
-        radius = np.hypot((x - cx) / ax, (y - cy) / ay)  # 1 on the inner ellipse
-        blend = _smoothstep((radius - 1.0) / (feature.falloff - 1.0))
-        # Inside: sample 1/factor as far from the centre (magnify for factor > 1).
-        shrink = 1.0 / feature.factor + (1.0 - 1.0 / feature.factor) * blend
-        source_x += (x - cx) * (shrink - 1.0)
-        source_y += (y - cy) * (shrink - 1.0)
-    low, high = JAW_BAND
-    rows = _smoothstep((y - low) / 40.0) * _smoothstep((high - y) / 40.0)
-    side = np.abs(x - FRAME / 2) / JAW_REACH
-    columns = np.sin(np.pi * np.clip(side, 0.0, 1.0))  # 0 at the centre line and past the reach
-    source_x += (x - FRAME / 2) * JAW_PULL * rows * columns
-    return np.stack([source_x, source_y], axis=-1) * scale
+    dx_total, dy_total = _displacement(x, y, np.asarray(features, np.float64), np)
+    return np.stack([x + dx_total, y + dy_total], axis=-1) * scale
+
+
+def _displacement(x, y, features, ops):
+    """Where each frame pixel samples from, minus where it is, for every region: shared by the
+    numpy field and the graph (``ops`` is numpy or the graph's elementwise operations)."""
+    total_x = total_y = 0.0
+    for index, name in enumerate(ROWS):
+        cx, cy, ax, ay, angle, factor = (features[index, j] for j in range(6))
+        dx, dy = ops.subtract(x, cx), ops.subtract(y, cy)
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        along = ops.add(ops.multiply(dx, cos), ops.multiply(dy, sin))
+        across = ops.subtract(ops.multiply(dy, cos), ops.multiply(dx, sin))
+        if name == "jaw":  # the band of rows below the mouth, pulled towards the centre line
+            rows = ops.multiply(
+                _smooth(ops, ops.divide(ops.add(across, ay), JAW_FADE)),
+                _smooth(ops, ops.divide(ops.subtract(ay, across), JAW_FADE)),
+            )
+            side = ops.clip(ops.divide(ops.abs(along), ax), 0.0, 1.0)
+            columns = ops.sin(ops.multiply(side, np.pi))
+            shift = ops.multiply(ops.multiply(along, ops.subtract(1.0, factor)), rows)
+            shift = ops.multiply(shift, columns)
+            total_x = ops.add(total_x, ops.multiply(shift, cos))
+            total_y = ops.add(total_y, ops.multiply(shift, sin))
+            continue
+        radius = ops.sqrt(
+            ops.add(ops.square(ops.divide(along, ax)), ops.square(ops.divide(across, ay)))
+        )
+        blend = _smooth(ops, ops.divide(ops.subtract(radius, 1.0), FALLOFF[name] - 1.0))
+        # Inside: sample 1/factor as far from the centre (magnify for factor > 1), fading out.
+        change = ops.multiply(ops.subtract(ops.divide(1.0, factor), 1.0), ops.subtract(1.0, blend))
+        total_x = ops.add(total_x, ops.multiply(dx, change))
+        total_y = ops.add(total_y, ops.multiply(dy, change))
+    return total_x, total_y
+
+
+def _smooth(ops, t):
+    t = ops.clip(t, 0.0, 1.0)
+    return ops.multiply(ops.multiply(t, t), ops.subtract(3.0, ops.multiply(t, 2.0)))
+
+
+def _paint(x, y, features, ops):
+    """Three maps, 0..1: a closed lid's line, the lips, an open eye's catch-light. Drawn on the
+    warped picture, so each region is its ellipse times its scale."""
+    lid = light = 0.0
+    for index in (0, 1):  # the eyes
+        cx, cy, ax, ay, angle, factor, closed, opened = (features[index, j] for j in range(COLUMNS))
+        # A closed eye is one curved line, corner to corner, sagging a little: the lower half
+        # of a flat ellipse. Its distance from a pixel: |q - 1| / |grad q|, q the ellipse's
+        # equation, so the line is as thick at its ends as in its middle.
+        half_width, sag = ops.multiply(ax, LID_WIDTH), ops.multiply(ay, LID_SAG)
+        dx, dy = ops.subtract(x, cx), ops.subtract(y, ops.subtract(cy, ops.multiply(ay, 0.1)))
+        qx, qy = ops.divide(dx, half_width), ops.divide(dy, sag)
+        q = ops.add(ops.square(qx), ops.square(qy))
+        gradient = ops.sqrt(
+            ops.add(
+                ops.square(ops.divide(qx, half_width)),
+                ops.add(ops.square(ops.divide(qy, sag)), 1e-6),
+            )
+        )
+        distance = ops.divide(ops.abs(ops.subtract(q, 1.0)), ops.multiply(gradient, 2.0))
+        line = ops.subtract(1.0, _smooth(ops, ops.divide(ops.subtract(distance, LINE_PX), 1.5)))
+        lower = _smooth(
+            ops, ops.divide(ops.add(dy, ops.multiply(sag, 0.1)), ops.multiply(sag, 0.4))
+        )
+        lid = ops.add(lid, ops.multiply(ops.multiply(line, lower), closed))
+        # An open eye gets a catch-light above and towards the photo's left of its centre.
+        lx = ops.subtract(x, ops.subtract(cx, ops.multiply(ax, 0.22)))
+        ly = ops.subtract(y, ops.subtract(cy, ops.multiply(ay, 0.25)))
+        radius = ops.multiply(ops.multiply(ax, 0.1), factor)
+        spot = ops.sqrt(ops.add(ops.square(lx), ops.square(ly)))
+        dot = ops.subtract(1.0, _smooth(ops, ops.divide(ops.subtract(spot, radius), 1.5)))
+        light = ops.add(light, ops.multiply(dot, ops.clip(opened, 0.0, 1.0)))
+    cx, cy, ax, ay, angle, factor, _, strength = (features[3, j] for j in range(COLUMNS))
+    dx, dy = ops.subtract(x, cx), ops.subtract(y, cy)
+    cos, sin = ops.cos(angle), ops.sin(angle)
+    along = ops.divide(
+        ops.add(ops.multiply(dx, cos), ops.multiply(dy, sin)), ops.multiply(ax, factor)
+    )
+    across = ops.divide(
+        ops.subtract(ops.multiply(dy, cos), ops.multiply(dx, sin)), ops.multiply(ay, factor)
+    )
+    radius = ops.sqrt(ops.add(ops.square(along), ops.square(across)))
+    lips = ops.multiply(
+        ops.subtract(1.0, _smooth(ops, ops.divide(ops.subtract(radius, 0.8), 0.4))), strength
+    )
+    return ops.clip(lid, 0.0, 1.0), lips, ops.clip(light, 0.0, 1.0)
 
 
 def fold_margin(field: np.ndarray) -> float:
@@ -147,6 +196,11 @@ class _Graph(GraphBuilder):
             mean_a, mean_b = self.resize_like(mean_a, x), self.resize_like(mean_b, x)
         return self.op("Add", self.op("Mul", mean_a, x), mean_b)
 
+    def channel(self, x: str, index: int) -> str:
+        """Channel ``index`` of (N, C, H, W), kept as (N, 1, H, W)."""
+        start, end = (self.const(np.array([v], np.int64)) for v in (index, index + 1))
+        return self.op("Slice", x, start, end, self.const(np.array([1], np.int64)))
+
     def resize_like(self, x: str, like: str) -> str:
         """``x`` resized (bilinear) to the height and width of ``like``; its own batch and
         channels kept."""
@@ -165,25 +219,99 @@ class _Graph(GraphBuilder):
         sizes = self.op("Concat", batch_channels, height_width, axis=0)
         return self.op("Resize", x, "", "", sizes, mode="linear")
 
-    def warp(self, x: str, field: np.ndarray) -> str:
-        """Sample ``x`` at the field's positions, the field resized to x's height and width."""
-        size = field.shape[0]
-        normalised = (field + 0.5) / size * 2.0 - 1.0  # GridSample's units, align_corners=0
-        grid = self.const(normalised.transpose(2, 0, 1)[None].astype(np.float32))  # 1,2,H,W
-        shape = self.op("Shape", x)
-        batch = self.op(
-            "Slice", shape, self.const(np.array([0], np.int64)), self.const(np.array([1], np.int64))
+    def frame_grid(self, size: int) -> tuple[str, str]:
+        """Constants (1, 1, size, size): the 512-frame x and y of each pixel's centre."""
+        centres = (np.arange(size) + 0.5) * FRAME / size - 0.5
+        x = np.broadcast_to(centres[None, :], (size, size))[None, None].astype(np.float32)
+        return self.const(x), self.const(np.ascontiguousarray(x.transpose(0, 1, 3, 2)))
+
+    def warp(self, x: str, features: str) -> str:
+        """Sample ``x`` where the features' regions move it: the displacement computed at
+        ``FIELD`` and enlarged to x's size (N, 2, H, W), plus the identity."""
+        table = _FeatureTable(self, features)
+        dx, dy = _displacement(*self.frame_grid(FIELD), table, _GraphOps(self))
+        displacement = self.op("Concat", dx, dy, axis=1)  # frame pixels
+        displacement = self.op("Mul", displacement, self.scalar(2.0 / FRAME))  # GridSample units
+        centres = (np.arange(int(FRAME)) + 0.5) / FRAME * 2.0 - 1.0  # align_corners=0
+        identity = np.stack(np.meshgrid(centres, centres))[None].astype(np.float32)  # 1,2,H,W
+        grid = self.op(
+            "Add",
+            self.resize_like(displacement, x),
+            self.resize_like(self.const(identity), x),
         )
-        resized = self.resize_like(grid, x)
-        per_pixel = self.op("Transpose", resized, perm=[0, 2, 3, 1])  # 1,H,W,2
-        expanded = self.op(
-            "Expand",
-            per_pixel,
-            self.op("Concat", batch, self.const(np.array([1, 1, 2], np.int64)), axis=0),
-        )
+        per_pixel = self.op("Transpose", grid, perm=[0, 2, 3, 1])  # N,H,W,2
         return self.op(
-            "GridSample", x, expanded, mode="bilinear", padding_mode="border", align_corners=0
+            "GridSample", x, per_pixel, mode="bilinear", padding_mode="border", align_corners=0
         )
+
+    def paint(self, x: str, features: str) -> str:
+        """(N, 3, H, W): where to draw a closed lid's line, the lips' colour and an open eye's
+        catch-light, each 0..1, computed at ``PAINT`` and enlarged to x's size."""
+        maps = _paint(*self.frame_grid(PAINT), _FeatureTable(self, features), _GraphOps(self))
+        return self.resize_like(self.op("Concat", *maps, axis=1), x)
+
+
+class _FeatureTable:
+    """``table[row, column]``: one feature value per picture, as the graph's (N, 1, 1, 1)."""
+
+    def __init__(self, graph: _Graph, features: str) -> None:
+        self.graph, self.features, self.cache = graph, features, {}
+
+    def __getitem__(self, key: tuple[int, int]) -> str:
+        if key not in self.cache:
+            g, (row, column) = self.graph, key
+            picked = g.op(
+                "Gather",
+                g.op("Gather", self.features, g.const(np.int64(row)), axis=1),
+                g.const(np.array([column], np.int64)),
+                axis=1,
+            )  # N, 1
+            self.cache[key] = g.op("Unsqueeze", picked, g.const(np.array([2, 3], np.int64)))
+        return self.cache[key]
+
+
+class _GraphOps:
+    """numpy's names for the graph's elementwise operations: ``_displacement`` and ``_paint``
+    run on both. Numbers become constants."""
+
+    def __init__(self, graph: _Graph) -> None:
+        self.g = graph
+
+    def _tensor(self, value) -> str:
+        return value if isinstance(value, str) else self.g.scalar(float(value))
+
+    def _binary(self, op_type: str, a, b) -> str:
+        return self.g.op(op_type, self._tensor(a), self._tensor(b))
+
+    def add(self, a, b) -> str:
+        return self._binary("Add", a, b)
+
+    def subtract(self, a, b) -> str:
+        return self._binary("Sub", a, b)
+
+    def multiply(self, a, b) -> str:
+        return self._binary("Mul", a, b)
+
+    def divide(self, a, b) -> str:
+        return self._binary("Div", a, b)
+
+    def square(self, a) -> str:
+        return self.multiply(a, a)
+
+    def clip(self, a, low: float, high: float) -> str:
+        return self.g.op("Clip", self._tensor(a), self.g.scalar(low), self.g.scalar(high))
+
+    def cos(self, a) -> str:
+        return self.g.op("Cos", self._tensor(a))
+
+    def sin(self, a) -> str:
+        return self.g.op("Sin", self._tensor(a))
+
+    def sqrt(self, a) -> str:
+        return self.g.op("Sqrt", self._tensor(a))
+
+    def abs(self, a) -> str:
+        return self.g.op("Abs", self._tensor(a))
 
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
@@ -199,17 +327,19 @@ def build_toon_filter(
     line_threshold: float = 0.002,
     line_gain: float = 80.0,
     line_darkness: float = 0.85,
+    lip_saturation: float = 0.3,
 ) -> onnx.ModelProto:
     """The graph. ``levels`` shading bands whose edges blend over ``band_softness`` of a band,
     mixed ``band_mix`` into the smooth shading; outlines where the difference of Gaussians
     (sigma ``line_sigma`` and 1.6x) falls below ``-line_threshold``."""
-    field = warp_field()
-    margin = fold_margin(field)
+    margin = fold_margin(warp_field(TEMPLATE))
     if margin <= 0.2:  # the warp would fold the picture over itself somewhere
         raise ValueError(f"the warp field folds (smallest Jacobian {margin:.3f})")
     g = _Graph()
     x = g.op("Mul", g.op("Add", INPUT, g.scalar(1.0)), g.scalar(0.5))
-    shaped = g.warp(x, field)
+    shaped = g.warp(x, FEATURES)
+    painted = g.paint(x, FEATURES)
+    lid, lips, light = (g.channel(painted, c) for c in range(3))
     lightly = g.guided_smooth(shaped, 3, 0.005)
     smooth = g.guided_smooth(g.guided_smooth(shaped, 8, 0.02, subsample=2), 3, 0.005)
 
@@ -229,9 +359,9 @@ def build_toon_filter(
     gain = g.op("Div", banded, g.op("Add", luma, g.scalar(0.02)))
     flat = g.op("Mul", smooth, g.op("Clip", gain, g.scalar(0.5), g.scalar(1.6)))
     flat_luma = g.op("Conv", flat, g.const(LUMA))
-    colourful = g.op(
-        "Add", flat_luma, g.op("Mul", g.op("Sub", flat, flat_luma), g.scalar(saturation))
-    )
+    # The lips' colour stronger than the rest (teeth and grey stay grey: nothing to strengthen).
+    stronger = g.op("Add", g.scalar(saturation), g.op("Mul", lips, g.scalar(lip_saturation)))
+    colourful = g.op("Add", flat_luma, g.op("Mul", g.op("Sub", flat, flat_luma), stronger))
 
     # Outlines: the dark side of a difference of Gaussians of the lightly smoothed picture.
     line_luma = g.op("Conv", lightly, g.const(LUMA))
@@ -248,11 +378,16 @@ def build_toon_filter(
         g.scalar(0.0),
         g.scalar(1.0),
     )
+    ink = g.op("Max", ink, lid)  # a closed lid's line, where the mesh says it is
     shade = g.op("Sub", g.scalar(1.0), g.op("Mul", ink, g.scalar(line_darkness)))
     drawn = g.op("Mul", colourful, shade)
+    lit = g.op("Mul", g.op("Sub", g.scalar(1.0), drawn), g.op("Mul", light, g.scalar(0.9)))
+    drawn = g.op("Add", drawn, lit)  # catch-lights
 
     scaled = g.op("Sub", g.op("Mul", drawn, g.scalar(2.0)), g.scalar(1.0))
     g.op("Clip", scaled, g.scalar(-1.0), g.scalar(1.0), output=OUTPUT)
-    model = g.model("toon_filter", INPUT, OUTPUT, DESCRIPTION)
+    model = g.model(
+        "toon_filter", INPUT, OUTPUT, DESCRIPTION, ((FEATURES, ["N", len(ROWS), COLUMNS]),)
+    )
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -8,12 +8,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
 from .align import AlignedFace, align_face
 from .decode import DecodeSettings, decode_image, to_rgb
 from .detect import Face, FaceDetector
 from .errors import NoFaceFound
+from .features import TEMPLATE, face_features
 from .orient import Orientation
 
 
@@ -24,6 +26,7 @@ class PreparedPhoto:
     num_faces: int  # faces detected, before selection
     faces: list[Face]  # in upright coordinates, as are the quads
     aligned: list[AlignedFace]
+    features: np.ndarray  # (N, 5, 8) float32: where each crop's features are (features.py)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     size: tuple[int, int] = field(init=False)  # the upright photo's width and height
 
@@ -103,5 +106,15 @@ def prepare_photo(
     aligned = [
         align_face(stored, face.landmarks, crop_size, supersample, orientation) for face in chosen
     ]
+    features = np.stack(
+        [crop_features(face, crop) for face, crop in zip(chosen, aligned, strict=True)]
+    )
     lap("align")
-    return PreparedPhoto(stored, orientation, len(faces), chosen, aligned, timings)
+    return PreparedPhoto(stored, orientation, len(faces), chosen, aligned, features, timings)
+
+
+def crop_features(face: Face, aligned: AlignedFace) -> np.ndarray:
+    """Where the face's features are in its crop: from its mesh, or FFHQ's frontal template."""
+    if face.mesh is None:
+        return TEMPLATE
+    return face_features(face.mesh, aligned.photo_to_crop, aligned.size)

@@ -95,6 +95,17 @@ def default_models():
 
 
 @pytest.fixture(scope="session")
+def mediapipe(default_models):
+    """MediaPipe's detector and Face Mesh from the store, as ``make defaults`` stores them."""
+    from model_store import detector_spec
+    from preprocess import create_detector
+
+    if "mediapipe-face" not in default_models:
+        pytest.skip("MediaPipe's wheel was not reachable when the defaults were built")
+    return create_detector(detector_spec(default_models["mediapipe-face"]))
+
+
+@pytest.fixture(scope="session")
 def learned_models(default_models):
     """AnimeGANv3 and SCRFD-2.5G from ../shared/models, imported as the README says."""
     from model_store.build import import_detector, import_generator

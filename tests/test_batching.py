@@ -25,7 +25,7 @@ class Recorder:
         self.started = threading.Event()
         self.release = threading.Event()
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         if not self.batches:
             self.started.set()
             self.release.wait(10)
@@ -100,7 +100,7 @@ def test_expired_work_is_dropped_not_run():
 def test_a_failing_batch_fails_only_its_callers():
     calls = []
 
-    def model(batch: np.ndarray) -> np.ndarray:
+    def model(batch: np.ndarray, features: np.ndarray | None) -> np.ndarray:
         calls.append(batch.shape[1])
         if batch.shape[1] == 32:
             raise RuntimeError("the model broke")
@@ -125,7 +125,7 @@ def test_streams_run_at_once_each_taking_its_share_of_what_waits():
     release = threading.Event()
     batches: list[list[int]] = []
 
-    def model(batch: np.ndarray) -> np.ndarray:
+    def model(batch: np.ndarray, features: np.ndarray | None) -> np.ndarray:
         batches.append([int(crop[0, 0, 0]) for crop in batch])
         if len(batches) <= 2:
             both_running.wait()  # times out unless two batches run at the same time
@@ -146,3 +146,38 @@ def test_streams_run_at_once_each_taking_its_share_of_what_waits():
     assert sorted(batches[:2]) == [[1, 2], [3, 4]]  # four waiting, two free streams: two each
     assert batches[2:] == [[5]]
     assert [int(pixels[0, 0, 0, 0]) for pixels, _ in results] == [254, 253, 252, 251, 250]
+
+
+def test_each_crops_features_travel_with_it_through_a_batch():
+    """Jobs batched together (and one of another size, left for the next batch) each get the
+    toon made with their own feature rows."""
+    model = Recorder()
+
+    def run(batch: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+        model(batch)
+        assert features is not None and len(features) == len(batch)
+        return (batch.astype(int) * 0 + features[:, :1, :1, None].astype(int)).astype(np.uint8)
+
+    batcher = Batcher(run, max_batch=8)
+
+    def rows(count: int, value: int) -> np.ndarray:
+        return np.full((count, 5, 8), value, np.float32)
+
+    async def scenario():
+        first = asyncio.create_task(batcher(crops(1, 32, 1), time.time() + 60, rows(1, 10)))
+        rest = await queue_behind_the_first(
+            batcher,
+            model,
+            [
+                batcher(crops(2, 32, 2), time.time() + 60, rows(2, 20)),
+                batcher(crops(1, 64, 3), time.time() + 60, rows(1, 30)),
+                batcher(crops(1, 32, 4), time.time() + 60, rows(1, 40)),
+            ],
+        )
+        model.release.set()
+        return [await first] + [await task for task in rest]
+
+    answers = asyncio.run(scenario())
+    assert [sorted(set(out.ravel().tolist())) for out, _ in answers] == [[10], [20], [30], [40]]
+    assert [len(out) for out, _ in answers] == [1, 2, 1, 1]
+    assert [side for side, _ in model.batches] == [32, 32, 64]  # 2 + 1 crops of 32 together

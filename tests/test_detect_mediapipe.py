@@ -13,16 +13,6 @@ from preprocess import Orientation, create_detector, read_photo
 from .conftest import ASSETS, insightface_image
 from .test_detect import iou
 
-
-@pytest.fixture(scope="session")
-def mediapipe(default_models):
-    from model_store import detector_spec
-
-    if "mediapipe-face" not in default_models:
-        pytest.skip("MediaPipe's wheel was not reachable when the defaults were built")
-    return create_detector(detector_spec(default_models["mediapipe-face"]))
-
-
 # The EXIF-turned copies are among ../shared/models/faces.
 NAMES = ["astronaut", "t1.jpg (six faces)"] + sorted(
     path.name for path in (ASSETS / "faces").glob("*") if path.is_file()

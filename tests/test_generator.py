@@ -7,6 +7,7 @@ import onnx
 import pytest
 
 from model_store.toon_filter import build_toon_filter
+from preprocess.features import template_features
 from toonify.generation.generator import OnnxGenerator, pick_providers
 from toonify.generation.signature import GeneratorSignature
 
@@ -103,6 +104,8 @@ def test_generator_refuses_wrong_input(toon_filter_path):
         generator(np.zeros((512, 512, 3), dtype=np.uint8))
     with pytest.raises(ValueError):
         generator(np.zeros((1, 512, 512, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="feature rows"):
+        generator(np.zeros((2, 512, 512, 3), dtype=np.uint8), template_features(1))
 
 
 def test_providers_auto_and_explicit():
@@ -122,6 +125,9 @@ def test_models_with_a_fixed_batch_of_one_get_one_crop_at_a_time(astronaut):
     toons = generator(crops)
     assert toons.shape == crops.shape
     np.testing.assert_array_equal(toons[0], toons[2])
+    # A generator without a features input runs the same with or without them.
+    assert not generator.takes_features
+    np.testing.assert_array_equal(generator(crops, template_features(3) * 1.1), toons)
 
 
 def test_openvino_backend_matches_onnxruntime_in_f32(toon_filter_path, astronaut):
@@ -131,6 +137,13 @@ def test_openvino_backend_matches_onnxruntime_in_f32(toon_filter_path, astronaut
     openvino = OnnxGenerator(toon_filter_path, GeneratorSignature(), backend="openvino")
     assert openvino.providers == ["OpenVINO CPU f32"]
     assert np.abs(openvino(crop).astype(int) - reference).mean() < 0.5
+    # The features reach OpenVINO's request too.
+    features = template_features(1)
+    features[0, :2, 5:] = [1.0, 1.0, 0.0]  # both eyes closed: drawn as lids, not enlarged
+    assert openvino.takes_features
+    closed = OnnxGenerator(toon_filter_path, GeneratorSignature(), threads=1)(crop, features)
+    assert np.abs(closed.astype(int) - reference).mean() > 0.5
+    assert np.abs(openvino(crop, features).astype(int) - closed).mean() < 0.5
 
 
 def test_optimised_graph_is_cached_and_reused(toon_filter_path, tmp_path, astronaut):

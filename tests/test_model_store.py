@@ -103,6 +103,40 @@ def _shrinking_model(path):
     onnx.save(model, path)
 
 
+def _two_input_model(path, second: str, shape: list) -> None:
+    """The image plus the mean of a second input: a generator only if that input is the
+    documented ``features``."""
+    nodes = [
+        helper.make_node("ReduceMean", [second], ["m"], keepdims=0),
+        helper.make_node("Add", ["x", "m"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "two",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+            helper.make_tensor_value_info(second, TensorProto.FLOAT, shape),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+
+
+def test_a_second_input_must_be_the_documented_features(tmp_path):
+    from model_store.build import check_generator
+
+    _two_input_model(tmp_path / "mask.onnx", "mask", ["N", 1, "H", "W"])
+    with pytest.raises(ModelImportError, match="optionally 'features'"):
+        check_generator(tmp_path / "mask.onnx", GeneratorSignature())
+    _two_input_model(tmp_path / "rows.onnx", "features", ["N", 5, 7])  # the wrong width
+    with pytest.raises(ModelImportError, match="optionally 'features'"):
+        check_generator(tmp_path / "rows.onnx", GeneratorSignature())
+    _two_input_model(tmp_path / "ok.onnx", "features", ["N", 5, 8])
+    check_generator(tmp_path / "ok.onnx", GeneratorSignature())
+
+
 def test_signature_mismatch_and_missing_files_are_refused(tmp_path):
     _shrinking_model(tmp_path / "half.onnx")
     with pytest.raises(ModelImportError, match="output shape"):

@@ -10,13 +10,15 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+from pydantic import ValidationError
 
 from preprocess import NoFaceFound, NotAnImage
+from preprocess.features import TEMPLATE, template_features
 from preprocess.pipeline import prepare_photo, select_faces
 from toonify.errors import OutputTooLarge
 from toonify.levels import Level
 from toonify.photos.worker import PhotoWork
-from toonify.schema import ToonifyOptions, Toons
+from toonify.schema import FaceCrops, ToonifyOptions, Toons
 from toonify.settings import Settings
 
 
@@ -49,6 +51,29 @@ def test_prepare_photo_times_every_stage(detectors, t1_photo):
     assert set(prepared.timings) == {"decode", "orient", "detect", "align"}
     assert all(seconds > 0 for seconds in prepared.timings.values())
     assert prepared.aligned[0].image.size == (256, 256)
+    # MTCNN reads no mesh: each crop's features are FFHQ's frontal template.
+    assert prepared.features.shape == (prepared.num_faces, 5, 8)
+    assert prepared.features.dtype == np.float32
+    assert (prepared.features == TEMPLATE).all()
+
+
+def test_mesh_features_are_in_the_crops_frame_whatever_its_size(mediapipe, astronaut):
+    """A face with a mesh gets its own rows, in the 512 frame at every crop size: the eyes
+    near where FFHQ puts them (alignment fixes them), the same rows at 256 and at 512."""
+    data = png_bytes(astronaut)
+    large, small = (prepare_photo(data, mediapipe, crop_size=size) for size in (512, 256))
+    features = large.features[0]
+    assert not (features == TEMPLATE).all()
+    assert np.abs(features[:2, :2] - TEMPLATE[:2, :2]).max() < 6
+    np.testing.assert_allclose(small.features, large.features, atol=1e-3)
+
+
+def test_crops_travel_with_one_row_of_features_each():
+    pixels = np.zeros((2, 16, 16, 3), np.uint8)
+    FaceCrops(pixels=pixels, features=template_features(2), deadline=0.0)
+    for features in (template_features(1), template_features(2).astype(np.float64)):
+        with pytest.raises(ValidationError, match="feature rows"):
+            FaceCrops(pixels=pixels, features=features, deadline=0.0)
 
 
 def test_face_selection(detectors, t1_photo):

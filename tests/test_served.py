@@ -497,7 +497,7 @@ def reduced_in_process(data: bytes) -> bytes:
     options = ToonifyOptions(format="png")
     job = pipeline.prepare(data, options, Level.reduced)
     toons = Toons(
-        pixels=generator(job.crops),
+        pixels=generator(job.crops, job.features),
         queued_s=0,
         generate_s=0,
         batch_size=1,

@@ -22,7 +22,10 @@ from pydantic import (
     Strict,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
+
+from preprocess.features import COLUMNS, ROWS
 
 from .levels import Level
 
@@ -140,11 +143,37 @@ RGBImages = Annotated[
 ]
 
 
+def _feature_rows(value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype != np.float32 or array.shape[1:] != (len(ROWS), COLUMNS):
+        raise ValueError(
+            f"expected (N, {len(ROWS)}, {COLUMNS}) float32 feature rows, got "
+            f"{array.shape} {array.dtype}"
+        )
+    return array
+
+
+# (N, 5, 8) float32: where each crop's eyes, nose, mouth and jaw are (preprocess/features.py).
+FeatureRows = Annotated[
+    np.ndarray,
+    PlainValidator(_feature_rows),
+    WithJsonSchema({"type": "array", "description": "(N, 5, 8) float32 feature rows"}),
+]
+
+
 class FaceCrops(BaseModel):
-    """Aligned crops of one photo, on their way to the generator."""
+    """Aligned crops of one photo, on their way to the generator, with where their features
+    are (a generator that takes them follows each face; others ignore them)."""
 
     pixels: RGBImages
+    features: FeatureRows
     deadline: float  # unix time after which nobody waits for the answer
+
+    @model_validator(mode="after")
+    def _one_row_per_crop(self) -> FaceCrops:
+        if len(self.features) != len(self.pixels):
+            raise ValueError(f"{len(self.features)} feature rows for {len(self.pixels)} crops")
+        return self
 
 
 class Toons(BaseModel):

@@ -37,19 +37,21 @@ class BatchRun:
 @dataclass(eq=False)
 class _Job:
     crops: np.ndarray
+    features: np.ndarray | None  # where each crop's features are, row by row with the crops
     deadline: float  # time.time()
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
 
 
 class Batcher:
-    """``await batcher(crops, deadline)`` -> (outputs, BatchRun); ``run`` maps a stacked batch of
-    crops to outputs of the same length and is called in worker threads, up to ``parallel``
-    batches at a time."""
+    """``await batcher(crops, deadline, features)`` -> (outputs, BatchRun); ``run(crops,
+    features)`` maps a stacked batch of crops (and their features, stacked the same way, or None
+    where a job came without) to outputs of the same length and is called in worker threads, up
+    to ``parallel`` batches at a time."""
 
     def __init__(
         self,
-        run: Callable[[np.ndarray], np.ndarray],
+        run: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
         max_batch: int,
         on_batch: Callable[[int, float], None] = lambda size, seconds: None,
         parallel: int = 1,
@@ -62,8 +64,10 @@ class Batcher:
         self._draining: set[asyncio.Task] = set()
         self._running = 0  # batches being run now
 
-    async def __call__(self, crops: np.ndarray, deadline: float) -> tuple[np.ndarray, BatchRun]:
-        job = _Job(crops, deadline, asyncio.get_running_loop().create_future())
+    async def __call__(
+        self, crops: np.ndarray, deadline: float, features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, BatchRun]:
+        job = _Job(crops, features, deadline, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         # A drain that found the queue empty is done at once (a done-callback would come later).
         self._draining = {task for task in self._draining if not task.done()}
@@ -117,9 +121,7 @@ class Batcher:
             started = time.perf_counter()
             self._running += 1
             try:
-                outputs = await asyncio.to_thread(
-                    self.run, np.concatenate([job.crops for job in batch])
-                )
+                outputs = await asyncio.to_thread(self.run, *_stacked(batch))
             except Exception as exc:  # every caller of the batch hears of it
                 for job in batch:
                     if not job.future.done():
@@ -137,3 +139,10 @@ class Batcher:
                     run = BatchRun(started - job.enqueued, seconds * count / size, size)
                     job.future.set_result((outputs[offset : offset + count], run))
                 offset += count
+
+
+def _stacked(batch: list[_Job]) -> tuple[np.ndarray, np.ndarray | None]:
+    crops = np.concatenate([job.crops for job in batch])
+    if any(job.features is None for job in batch):
+        return crops, None
+    return crops, np.concatenate([job.features for job in batch])

@@ -17,6 +17,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from preprocess.features import FEATURES_INPUT, template_features
+
 from .signature import GeneratorSignature
 
 logger = logging.getLogger(__name__)
@@ -130,12 +132,16 @@ class OnnxRuntimeRunner:
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.output_name = self.session.get_outputs()[0].name
+        self.takes_features = any(i.name == FEATURES_INPUT for i in self.session.get_inputs())
         batch = model_input.shape[0] if model_input.shape else None
         self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
         self.devices = self.session.get_providers()
 
-    def run(self, tensor: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: tensor})[0]
+    def run(self, tensor: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        feeds = {self.input_name: tensor}
+        if self.takes_features:
+            feeds[FEATURES_INPUT] = _features_for(tensor, features)
+        return self.session.run([self.output_name], feeds)[0]
 
 
 class OpenVinoRunner:
@@ -163,15 +169,28 @@ class OpenVinoRunner:
             self.requests.put(compiled.create_infer_request())
         batch = compiled.input(0).get_partial_shape()[0]
         self.max_batch = batch.get_length() if batch.is_static else None
+        self.takes_features = any(FEATURES_INPUT in port.get_names() for port in compiled.inputs)
         self.devices = [f"OpenVINO CPU {precision}"]
 
-    def run(self, tensor: np.ndarray) -> np.ndarray:
+    def run(self, tensor: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        feeds: dict = {0: tensor}
+        if self.takes_features:
+            feeds[FEATURES_INPUT] = _features_for(tensor, features)
         request = self.requests.get()
         try:
             # The result views the request's buffer, which the next inference overwrites.
-            return np.array(request.infer({0: tensor})[0])
+            return np.array(request.infer(feeds)[0])
         finally:
             self.requests.put(request)
+
+
+def _features_for(tensor: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+    """The features input for a batch: as given, or FFHQ's frontal template for each crop."""
+    if features is None:
+        return template_features(len(tensor))
+    if features.shape[0] != len(tensor):
+        raise ValueError(f"{len(features)} feature rows for {len(tensor)} crops")
+    return np.ascontiguousarray(features, dtype=np.float32)
 
 
 def pick_backend(backend: str, providers: str, precision: str = "f32") -> str:
@@ -228,8 +247,14 @@ class OnnxGenerator:
     def providers(self) -> list[str]:
         return self.runner.devices
 
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB crops -> (N, H, W, 3) uint8 RGB toons.
+    @property
+    def takes_features(self) -> bool:
+        """Whether the model reads where each crop's features are (preprocess/features.py)."""
+        return self.runner.takes_features
+
+    def __call__(self, crops: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB crops -> (N, H, W, 3) uint8 RGB toons; ``features`` (N, 5, 8)
+        for a model that takes them (others ignore them; without, FFHQ's template).
 
         Crops of a size the model runs at (its own or a reduced one) run as they are; others are
         resized to the model's size and the toons back to theirs.
@@ -241,7 +266,12 @@ class OnnxGenerator:
             crops = resize_batch(crops, self.signature.size)
         tensor = self.signature.to_model_input(crops)
         step = self.max_batch or len(tensor)
-        outputs = [self.runner.run(tensor[i : i + step]) for i in range(0, len(tensor), step)]
+        outputs = [
+            self.runner.run(
+                tensor[i : i + step], None if features is None else features[i : i + step]
+            )
+            for i in range(0, len(tensor), step)
+        ]
         toons = self.signature.from_model_output(np.concatenate(outputs))
         if toons.shape[1:3] != (height, width):
             toons = resize_batch(toons, height, width)

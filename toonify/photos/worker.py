@@ -35,6 +35,11 @@ class PhotoJob:
         """(N, S, S, 3) uint8 RGB: what goes to the generator."""
         return np.stack([np.asarray(face.image) for face in self.prepared.aligned])
 
+    @property
+    def features(self) -> np.ndarray:
+        """(N, 5, 8) float32: where each crop's features are, for the generator."""
+        return self.prepared.features
+
 
 class PhotoWork:
     def __init__(self, detector: FaceDetector, settings: Settings) -> None:
