@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SHARED_MODELS ?= ../shared/models
 
-.PHONY: venv defaults bytecode serve test test-fast lint build build-gpu container container-test promtool import-animegan grid precision-grid bench-preprocess bench-cold-start bench-streams bench-service bench-cost bench-twin loadtest-day loadtest-capacity loadtest-fleet clean
+.PHONY: venv defaults bytecode serve test test-fast lint build build-gpu container container-test promtool import-animegan grid precision-grid bench-preprocess bench-cold-start bench-overhead bench-streams bench-service bench-cost bench-twin loadtest-day loadtest-capacity loadtest-fleet clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,9 @@ bench-preprocess: venv
 
 bench-cold-start: venv  # where the seconds to /readyz go, per process, beside BentoML's own floor
 	$(BIN)/python -m benchmarks.cold_start --floor
+
+bench-overhead: defaults  # served CPU per image against the same stages in one process; flame graphs
+	$(BIN)/python -m benchmarks.overhead --profile docs/images
 
 bench-service: defaults
 	$(BIN)/python -m benchmarks.service_vs_raw

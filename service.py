@@ -42,7 +42,7 @@ from toonify.errors import GeneratorUnavailable
 from toonify.generation.signature import GeneratorSignature
 from toonify.levels import Ladder, Level
 from toonify.model_tags import stored_detector
-from toonify.request import request_client, request_deadline, request_level
+from toonify.request import held_photo, request_client, request_deadline, request_level
 from toonify.schema import (
     DEFAULTS,
     FaceCrops,
@@ -61,11 +61,15 @@ from toonify.settings import SETTINGS
 
 logger = logging.getLogger("toonify")
 
-# Every worker gets buffers of 1 MB and more (photos, crops, answers) from mmap, returned to the
-# system when freed: glibc's default raises this threshold as big buffers come and go, and the
-# workers then kept their high-water marks (5,000 mixed requests: 1.86 GB for the instance
-# instead of 1.31 GB; docs/reliability.md). glibc reads it when each worker starts.
-os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
+# Every worker gets buffers of 16 MB and more (a decoded 12 MP photo, a pasted-back answer) from
+# mmap, returned to the system when freed: glibc's default raises this threshold as big buffers
+# come and go, and the workers then kept their high-water marks (docs/reliability.md). At 1 MB
+# every photo's bytes, crop tensor and aligned region were fresh pages, and their page faults
+# cost 11% of an image's CPU (docs/performance.md, issue 33). glibc reads it as each worker starts.
+os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(16 << 20))
+# Pillow keeps up to this many of its 16 MB pixel blocks for the next image instead of handing
+# each back (the decoded photos are the largest buffers of the preprocessing worker).
+os.environ.setdefault("PILLOW_BLOCKS_MAX", "8")
 # Each checked first (docs/bentoml-patches.md). Among them: the services talk over loopback TCP,
 # not Unix sockets (BENTOML_NO_UDS): on SIGTERM BentoML deletes its socket directory at once,
 # before the workers drain, and the entry's in-flight requests could no longer reach the others.
@@ -94,19 +98,10 @@ class Generator:
     model = bentoml.models.BentoModel(SETTINGS.generator_model)
 
     def __init__(self) -> None:
-        from model_store import load_generator
+        from model_store.load import load_configured_generator
         from toonify.generation.batching import Batcher
 
-        self.generator = load_generator(
-            self.model,
-            threads=SETTINGS.generator_threads or None,
-            streams=SETTINGS.generator_streams,
-            providers=SETTINGS.providers,
-            backend=SETTINGS.backend,
-            precision=SETTINGS.precision,
-            min_psnr_db=SETTINGS.min_psnr_db,
-            cache_dir=CACHE_DIR,
-        )
+        self.generator = load_configured_generator(self.model, SETTINGS, CACHE_DIR)
         # Before /readyz says yes, at the sizes both levels of the ladder send.
         warm_up = self.generator.warm_up((SETTINGS.crop_size, SETTINGS.degraded_size))
         logger.info(
@@ -293,7 +288,7 @@ class Toonify:
     async def toonified(self, image: Path, options: ToonifyOptions) -> ToonifiedPhoto:
         """This request's photo through the pipeline, within its deadline and at the level the
         gateway admitted it at."""
-        photo = await asyncio.to_thread(image.read_bytes)
+        photo = held_photo(image) or await asyncio.to_thread(image.read_bytes)
         return await toonify_photo(
             photo, options, request_deadline(), request_level(), request_client()
         )

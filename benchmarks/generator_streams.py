@@ -27,7 +27,7 @@ from model_store import choose_precision, load_generator
 from tools.machine import describe_cpu
 from toonify.generation.generator import default_threads
 
-SERVED_MMAP_THRESHOLD = str(1 << 20)  # what service.py sets for every worker
+SERVED_MMAP_THRESHOLD = str(16 << 20)  # what service.py sets for every worker
 
 
 def saturate(generator, callers: int, size: int, seconds: float) -> tuple[float, float]:

@@ -16,6 +16,7 @@ from toonify.generation.signature import GeneratorSignature
 
 if TYPE_CHECKING:
     from toonify.generation.generator import OnnxGenerator
+    from toonify.settings import Settings
 
 MODEL_FILE = "model.onnx"
 OPENVINO_IR = "openvino/model.xml"  # the same model for OpenVINO, weights stored in fp16
@@ -89,4 +90,21 @@ def load_generator(
         precision=precision,
         cache_dir=cache_dir,
         streams=streams,
+    )
+
+
+def load_configured_generator(
+    model: bentoml.Model, settings: Settings, cache_dir: Path
+) -> OnnxGenerator:
+    """``model`` as the generator service runs it under ``settings`` (threads, streams,
+    providers, backend, precision and its quality bar)."""
+    return load_generator(
+        model,
+        threads=settings.generator_threads or None,
+        streams=settings.generator_streams,
+        providers=settings.providers,
+        backend=settings.backend,
+        precision=settings.precision,
+        min_psnr_db=settings.min_psnr_db,
+        cache_dir=cache_dir,
     )

@@ -23,7 +23,7 @@ from preprocess import NoFaceFound
 from toonify import bentoml_patches
 from toonify.edge.gateway import Gateway
 from toonify.error_answers import answered_errors
-from toonify.request import request_deadline, request_level
+from toonify.request import held_photo, request_deadline, request_level
 from toonify.settings import Settings
 
 MAX_BYTES = 64 * 1024
@@ -50,7 +50,7 @@ class Echo:
             raise RuntimeError("our own bug")
         if options["face_index"] == 9:
             await asyncio.Event().wait()  # past the service's 1 s timeout
-        data = image.read_bytes()
+        data = held_photo(image) or image.read_bytes()  # as service.py takes it
         return {
             "sha256": hashlib.sha256(data).hexdigest(),
             "options": {name: str(value) for name, value in options.items()},

@@ -30,7 +30,7 @@ from toonify.jobs.store_redis import RedisJobStore
 from toonify.jobs.store_sqlite import SQLiteJobStore
 from toonify.jobs.stores import open_store
 from toonify.levels import Level
-from toonify.request import current_request
+from toonify.request import current_request, held_photo
 from toonify.schema import ToonifiedPhoto, ToonifyOptions
 from toonify.settings import Settings
 
@@ -79,7 +79,11 @@ class Echo:
         options = ToonifyOptions(**fields)
         state = current_request()
         photo = await echo_pipeline(
-            image.read_bytes(), options, state.deadline, state.level, state.client
+            held_photo(image) or image.read_bytes(),  # as service.py takes it
+            options,
+            state.deadline,
+            state.level,
+            state.client,
         )
         return answer_response(photo, options)
 

@@ -2,19 +2,19 @@
 
 Each part is set by the layer that learns it (the gateway: when the answer is due, the client,
 the level it was admitted at; the error answers: what the request raised; the request parsers:
-the in-memory files the photo went into) and read below it; the typed API's coroutine runs in
+the photo's bytes) and read below it; the typed API's coroutine runs in
 the context of the middleware that set it. ``answering()`` opens it for one request (the error
-answers do, outermost in every service) and, at the end, closes the photo's files and lets go of
-the error (contexts copied during the request, a worker thread's say, may outlive it).
+answers do, outermost in every service) and, at the end, lets go of the photo and the error
+(contexts copied during the request, a worker thread's say, may outlive it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .levels import Level
 
@@ -25,13 +25,22 @@ class RequestState:
     level: Level | None = None  # the degrade ladder's level it was admitted at
     client: str | None = None  # the network it is counted against (edge/fairness.py)
     raised: BaseException | None = None  # what the request's code raised, to be answered
-    photo_files: list[int] = field(default_factory=list)  # in-memory files, closed at the end
+    # The upload's bytes as the parser read them: the typed API's file parameter only names
+    # them (HELD_PHOTO), so they are never written to a file and read back.
+    photo: bytes | None = field(default=None, repr=False)
 
     def close(self) -> None:
-        files, self.photo_files = self.photo_files, []
-        for descriptor in files:
-            os.close(descriptor)
-        self.raised = None
+        self.photo = self.raised = None
+
+    def take_photo(self) -> bytes | None:
+        """The upload's bytes, let go of here (their one owner is the caller now)."""
+        photo, self.photo = self.photo, None
+        return photo
+
+
+# What the typed API's file parameter holds for an upload whose bytes the request state keeps:
+# a name, not a file (reading it fails loudly).
+HELD_PHOTO = Path("<the photo, held by the request>")
 
 
 _CURRENT: contextvars.ContextVar[RequestState | None] = contextvars.ContextVar(
@@ -81,3 +90,15 @@ def request_level() -> Level:
 def request_client() -> str:
     """The network the gateway counts the current request against."""
     return _admitted().client  # type: ignore[return-value]
+
+
+def held_photo(image: Path) -> bytes | None:
+    """The upload's bytes where ``image`` names the ones this request holds (it came over HTTP);
+    None where it is a file of its own (an in-process call with a path)."""
+    if image != HELD_PHOTO:
+        return None
+    state = _CURRENT.get()
+    photo = state.take_photo() if state is not None else None
+    if photo is None:
+        raise RuntimeError("the request's photo was taken already, or never held")
+    return photo

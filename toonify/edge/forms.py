@@ -15,16 +15,14 @@ typed API what it returns. These are ours, registered by ``toonify.bentoml_patch
 Option values are decoded as BentoML's own client sends them (JSON if it parses, else the text),
 then validated once, by the typed API's own input model. Failures raise the taxonomy's errors.
 
-The photo never touches a disk: the multipart parser keeps file parts in memory (up to the
-upload limit, which the gateway enforces first), and the typed API's file parameter is handed an
-anonymous in-memory file (``memfd``) in place of BentoML's per-request temporary file. It is
-closed when the request has been answered (``toonify.request``), and a crash takes it with the
-process.
+The photo never touches a disk and is not copied again: the multipart parser keeps file parts
+in memory (up to the upload limit, which the gateway enforces first), the request's state keeps
+the bytes (``toonify.request``), and the typed API's file parameter is handed their name
+(``HELD_PHOTO``) in place of BentoML's per-request temporary file.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -41,7 +39,7 @@ from preprocess import NotAnImage
 from ..bentoml_patches import JSONSerde, MultipartSerde
 from ..error_answers import record
 from ..errors import BadOption, BadRequest
-from ..request import current_request
+from ..request import HELD_PHOTO, current_request
 from ..schema import (
     ToonifyOptions,
     decode_field,
@@ -57,18 +55,14 @@ MAX_FIELD_BYTES = 1024  # one text field's value
 Input = TypeVar("Input", bound=BaseModel)
 
 
-def in_memory_file(data: bytes) -> Path | bytes:
-    """A path to an anonymous in-memory file holding ``data``, open until the request ends;
-    the bytes themselves outside a request (or where memfd is missing)."""
+def held_by_the_request(data: bytes) -> Path | bytes:
+    """The photo kept in the request's state, and the name the typed API's file parameter
+    holds for it; the bytes themselves outside a request."""
     state = current_request()
-    if state is None or not hasattr(os, "memfd_create"):
+    if state is None:
         return data
-    descriptor = os.memfd_create("photo", os.MFD_CLOEXEC)
-    state.photo_files.append(descriptor)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view) :]
-    return Path(f"/proc/self/fd/{descriptor}")
+    state.photo = data
+    return HELD_PHOTO
 
 
 async def read_photo_form(request: Request) -> tuple[bytes, list[tuple[str, str]]]:
@@ -150,7 +144,7 @@ def typed_input(
         raise record(NotAnImage("The upload is empty: send a photo (JPEG, PNG, HEIC, ...)."))
     options = option_values((n for n in cls.model_fields if n != PHOTO_FIELD), fields, decode)
     try:
-        return cls.model_validate({PHOTO_FIELD: in_memory_file(photo), **options})
+        return cls.model_validate({PHOTO_FIELD: held_by_the_request(photo), **options})
     except ValidationError as exc:
         raise record(BadOption(describe_validation_error(exc))) from None
 

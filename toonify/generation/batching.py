@@ -142,6 +142,8 @@ class Batcher:
 
 
 def _stacked(batch: list[_Job]) -> tuple[np.ndarray, np.ndarray | None]:
+    if len(batch) == 1:  # no copy for a batch of one photo's crops
+        return batch[0].crops, batch[0].features
     crops = np.concatenate([job.crops for job in batch])
     if any(job.features is None for job in batch):
         return crops, None
