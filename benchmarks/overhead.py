@@ -43,6 +43,8 @@ import psutil
 from loadtest.photos import build_pool
 from tools.machine import describe_cpu
 from tools.served import Served
+from toonify.levels import Level
+from toonify.schema import Toons
 
 PHOTOS = ("astronaut.jpg", "phone-12mp-orientation6.jpg", "t1.jpg")
 
@@ -213,9 +215,6 @@ class InProcess:
         self.work, self.options = PhotoWork(detector, settings), ToonifyOptions()
 
     def once(self, data: bytes, spent: collections.Counter) -> None:
-        from toonify.levels import Level
-        from toonify.schema import Toons
-
         def timed(stage: str, call, *args):
             began = cpu_seconds()
             result = call(*args)

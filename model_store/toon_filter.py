@@ -225,10 +225,9 @@ class _Graph(GraphBuilder):
         x = np.broadcast_to(centres[None, :], (size, size))[None, None].astype(np.float32)
         return self.const(x), self.const(np.ascontiguousarray(x.transpose(0, 1, 3, 2)))
 
-    def warp(self, x: str, features: str) -> str:
+    def warp(self, x: str, table: _FeatureTable) -> str:
         """Sample ``x`` where the features' regions move it: the displacement computed at
         ``FIELD`` and enlarged to x's size (N, 2, H, W), plus the identity."""
-        table = _FeatureTable(self, features)
         dx, dy = _displacement(*self.frame_grid(FIELD), table, _GraphOps(self))
         displacement = self.op("Concat", dx, dy, axis=1)  # frame pixels
         displacement = self.op("Mul", displacement, self.scalar(2.0 / FRAME))  # GridSample units
@@ -244,10 +243,10 @@ class _Graph(GraphBuilder):
             "GridSample", x, per_pixel, mode="bilinear", padding_mode="border", align_corners=0
         )
 
-    def paint(self, x: str, features: str) -> str:
+    def paint(self, x: str, table: _FeatureTable) -> str:
         """(N, 3, H, W): where to draw a closed lid's line, the lips' colour and an open eye's
         catch-light, each 0..1, computed at ``PAINT`` and enlarged to x's size."""
-        maps = _paint(*self.frame_grid(PAINT), _FeatureTable(self, features), _GraphOps(self))
+        maps = _paint(*self.frame_grid(PAINT), table, _GraphOps(self))
         return self.resize_like(self.op("Concat", *maps, axis=1), x)
 
 
@@ -337,8 +336,9 @@ def build_toon_filter(
         raise ValueError(f"the warp field folds (smallest Jacobian {margin:.3f})")
     g = _Graph()
     x = g.op("Mul", g.op("Add", INPUT, g.scalar(1.0)), g.scalar(0.5))
-    shaped = g.warp(x, FEATURES)
-    painted = g.paint(x, FEATURES)
+    table = _FeatureTable(g, FEATURES)  # one Gather per value, for the warp and the paint
+    shaped = g.warp(x, table)
+    painted = g.paint(x, table)
     lid, lips, light = (g.channel(painted, c) for c in range(3))
     lightly = g.guided_smooth(shaped, 3, 0.005)
     smooth = g.guided_smooth(g.guided_smooth(shaped, 8, 0.02, subsample=2), 3, 0.005)
