@@ -118,7 +118,10 @@ class Generator:
         )
         # A model whose batch axis is fixed runs its crops one by one: batches of more would
         # hold a stream while another stands idle.
-        max_batch = min(SETTINGS.max_batch_size, self.generator.max_batch or 2**31)
+        max_batch = min(
+            SETTINGS.max_batch_size or self.generator.best_batch,
+            self.generator.max_batch or 2**31,
+        )
         self.batcher = Batcher(
             self.generator, max_batch, metrics.observe_batch, parallel=self.generator.streams
         )

@@ -175,6 +175,7 @@ def test_gpu_providers_come_first_and_tensorrt_gets_fp16_and_a_cache(monkeypatch
     assert pick_providers("auto") == everything
     assert generator.pick_backend("auto", "auto", "bf16") == "onnxruntime"  # GPUs: not OpenVINO
     assert generator.default_streams("onnxruntime", 8, pick_providers("auto")) == 1
+    assert generator.default_max_batch("onnxruntime", 1, pick_providers("auto")) == 8  # batched
     configured = generator.provider_options(everything, fp16=True, cache_dir=tmp_path)
     tensorrt, options = configured[0]
     assert tensorrt == "TensorrtExecutionProvider" and options["trt_fp16_enable"] is True
@@ -204,6 +205,8 @@ def test_fp16_conversion_keeps_float32_io_and_the_learned_look(tmp_path, astrona
 
 
 def test_on_a_cpu_f32_runs_on_onnx_runtime_with_a_stream_per_core_and_reduced_on_openvino():
+    """Several ONNX Runtime streams on a CPU take a job each, unbatched; one OpenVINO stream
+    batches what waits."""
     from toonify.generation import generator
 
     cpu = ["CPUExecutionProvider"]
@@ -213,6 +216,8 @@ def test_on_a_cpu_f32_runs_on_onnx_runtime_with_a_stream_per_core_and_reduced_on
     assert generator.pick_backend("openvino", "auto", "f32") == "openvino"  # asked for
     assert [generator.default_streams("onnxruntime", n, cpu) for n in (1, 2, 8)] == [1, 2, 4]
     assert generator.default_streams("openvino", 8, cpu) == 1
+    assert [generator.default_max_batch("onnxruntime", n, cpu) for n in (1, 2, 4)] == [8, 1, 1]
+    assert generator.default_max_batch("openvino", 1, cpu) == 8
 
 
 def test_streams_run_crops_at_once_with_the_same_answers(toon_filter_path, astronaut):

@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     precision: Literal["auto", "f32", "bf16", "int8", "fp16"] = "auto"
     min_psnr_db: float = 35.0
     cache_dir: Path | None = None  # optimised graphs and compiled blobs; none: <tmp>/toonify-cache
-    max_batch_size: int = 8
+    # Crops per generator batch; 0: the backend's best (generator.py default_max_batch).
+    max_batch_size: int = 0
     request_timeout_s: float = 120.0  # from the request's arrival to its answer, across services
     # Overload: past this many requests being processed, new ones are refused at once (503,
     # Retry-After) before their upload is read, instead of queueing until they time out.
@@ -187,8 +188,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _checked(self) -> Settings:
-        if self.max_batch_size < 1:
-            raise ValueError("TOONIFY_MAX_BATCH_SIZE must be at least 1")
+        if self.max_batch_size < 0:
+            raise ValueError("TOONIFY_MAX_BATCH_SIZE must be 0 (the backend's best) or more")
         if not 16 <= self.degraded_size < self.crop_size:
             raise ValueError("TOONIFY_DEGRADED_SIZE must lie between 16 and TOONIFY_CROP_SIZE")
         if not 0 < self.client_share <= 1:
