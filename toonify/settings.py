@@ -179,7 +179,9 @@ class Settings(BaseSettings):
             }
         return data
 
-    @field_validator("generator_threads", "generator_streams", "queue_max_running")
+    @field_validator(
+        "generator_threads", "generator_streams", "max_batch_size", "queue_max_running"
+    )
     @classmethod
     def _not_negative(cls, value: int) -> int:
         if value < 0:
@@ -188,8 +190,6 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _checked(self) -> Settings:
-        if self.max_batch_size < 0:
-            raise ValueError("TOONIFY_MAX_BATCH_SIZE must be 0 (the backend's best) or more")
         if not 16 <= self.degraded_size < self.crop_size:
             raise ValueError("TOONIFY_DEGRADED_SIZE must lie between 16 and TOONIFY_CROP_SIZE")
         if not 0 < self.client_share <= 1:
