@@ -47,7 +47,16 @@ def convert_to_fp16(source: Path, target: Path) -> Path:
     import onnx
     from onnxconverter_common import float16
 
-    model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    model = onnx.load(str(source))
+    # Casts to float stay so (the converter would retype their outputs but not their targets).
+    to_float = [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "Cast"
+        and node.name
+        and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in node.attribute)
+    ]
+    model = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=to_float)
     target.parent.mkdir(parents=True, exist_ok=True)
     large = model.ByteSize() > 1 << 30  # protobuf cannot hold 2 GB; keep big weights outside
     onnx.save(model, str(target), save_as_external_data=large, location=f"{target.name}.weights")

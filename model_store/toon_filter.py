@@ -5,7 +5,7 @@ face comes back reshaped and drawn, but by fixed rules, not a trained toon gener
 input, ``features`` (preprocess/features.py), says where each crop's eyes, nose, mouth and jaw
 are, from the face's Face Mesh (or FFHQ's frontal template). Steps, all on [0, 1] RGB:
 
-1. **shape**: a smooth warp field (``GridSample``) built from the features: each eye enlarged
+1. **shape**: a smooth warp field (bilinear sampling) built from the features: each eye enlarged
    along its own contour, as far as it is open and seen; the nose and mouth shrunk; the jaw
    pulled in a little. Each region scales everything inside its inner ellipse by its factor and
    fades to nothing at ``FALLOFF`` times that ellipse, so the factors hold exactly where the
@@ -158,12 +158,16 @@ class _Graph(GraphBuilder):
         return self.const(np.float32(value))
 
     def separable(self, x: str, taps: np.ndarray, channels: int) -> str:
-        """A symmetric 1-D filter along rows then columns, per channel, reflecting at the edge.
+        """A symmetric 1-D filter along rows then columns, per channel, reflecting at the edge:
+        ``taps`` one row for every channel, or (channels, K) one for each.
 
         One pad for both passes, then two unpadded convolutions.
         """
-        row = np.tile(taps.astype(np.float32).reshape(1, 1, 1, -1), (channels, 1, 1, 1))
-        x = self.op("Conv", self.reflect_pad(x, len(taps) // 2), self.const(row), group=channels)
+        row = np.broadcast_to(taps.astype(np.float32), (channels, taps.shape[-1]))
+        row = np.ascontiguousarray(row).reshape(channels, 1, 1, -1)
+        x = self.op(
+            "Conv", self.reflect_pad(x, taps.shape[-1] // 2), self.const(row), group=channels
+        )
         column = row.transpose(0, 1, 3, 2)
         return self.op("Conv", x, self.const(column), group=channels)
 
@@ -171,9 +175,16 @@ class _Graph(GraphBuilder):
         return self.separable(x, np.full(2 * radius + 1, 1.0 / (2 * radius + 1)), channels)
 
     def gaussian(self, x: str, sigma: float, channels: int = 1) -> str:
-        offsets = np.arange(-int(np.ceil(3 * sigma)), int(np.ceil(3 * sigma)) + 1)
-        taps = np.exp(-0.5 * (offsets / sigma) ** 2)
-        return self.separable(x, taps / taps.sum(), channels)
+        return self.separable(x, gaussian_taps(sigma), channels)
+
+    def difference_of_gaussians(self, x: str, sigma: float, wider: float) -> str:
+        """One-channel ``x`` blurred by ``sigma`` minus blurred by ``wider``, both filters in one
+        two-channel convolution (ONNX Runtime's blocked layout pads a one-channel convolution's
+        output to 16 channels; a grouped one it leaves as it is)."""
+        radius = int(np.ceil(3 * wider))
+        taps = np.stack([gaussian_taps(sigma, radius), gaussian_taps(wider, radius)])
+        both = self.separable(self.op("Concat", x, x, axis=1), taps, 2)
+        return self.op("Sub", self.channel(both, 0), self.channel(both, 1))
 
     def guided_smooth(self, x: str, radius: int, eps: float, subsample: int = 1) -> str:
         """He et al.'s guided filter with the image as its own guide: flattens texture, keeps
@@ -195,6 +206,12 @@ class _Graph(GraphBuilder):
         if subsample > 1:
             mean_a, mean_b = self.resize_like(mean_a, x), self.resize_like(mean_b, x)
         return self.op("Add", self.op("Mul", mean_a, x), mean_b)
+
+    def luma(self, x: str) -> str:
+        """(N, 1, H, W) lightness of RGB (N, 3, H, W): a product and a sum over the channels, not
+        a 1x1 convolution, whose one output channel ONNX Runtime's blocked layout pads to 16."""
+        weighted = self.op("Mul", x, self.const(LUMA))
+        return self.op("ReduceSum", weighted, self.const(np.array([1], np.int64)), keepdims=1)
 
     def channel(self, x: str, index: int) -> str:
         """Channel ``index`` of (N, C, H, W), kept as (N, 1, H, W)."""
@@ -230,7 +247,7 @@ class _Graph(GraphBuilder):
         ``FIELD`` and enlarged to x's size (N, 2, H, W), plus the identity."""
         dx, dy = _displacement(*self.frame_grid(FIELD), table, _GraphOps(self))
         displacement = self.op("Concat", dx, dy, axis=1)  # frame pixels
-        displacement = self.op("Mul", displacement, self.scalar(2.0 / FRAME))  # GridSample units
+        displacement = self.op("Mul", displacement, self.scalar(2.0 / FRAME))  # grid units
         centres = (np.arange(int(FRAME)) + 0.5) / FRAME * 2.0 - 1.0  # align_corners=0
         identity = np.stack(np.meshgrid(centres, centres))[None].astype(np.float32)  # 1,2,H,W
         grid = self.op(
@@ -238,10 +255,7 @@ class _Graph(GraphBuilder):
             self.resize_like(displacement, x),
             self.resize_like(self.const(identity), x),
         )
-        per_pixel = self.op("Transpose", grid, perm=[0, 2, 3, 1])  # N,H,W,2
-        return self.op(
-            "GridSample", x, per_pixel, mode="bilinear", padding_mode="border", align_corners=0
-        )
+        return self.grid_sample(x, grid)
 
     def paint(self, x: str, table: _FeatureTable) -> str:
         """(N, 3, H, W): where to draw a closed lid's line, the lips' colour and an open eye's
@@ -313,6 +327,16 @@ class _GraphOps:
         return self.g.op("Abs", self._tensor(a))
 
 
+def gaussian_taps(sigma: float, radius: int | None = None) -> np.ndarray:
+    """Normalised Gaussian taps over 3 sigma, or over ``radius`` (zeros past 3 sigma)."""
+    reach = int(np.ceil(3 * sigma))
+    offsets = np.arange(-reach, reach + 1)
+    taps = np.exp(-0.5 * (offsets / sigma) ** 2)
+    taps = taps / taps.sum()
+    pad = (radius or reach) - reach
+    return np.pad(taps, pad)
+
+
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32).reshape(1, 3, 1, 1)
 
 
@@ -345,8 +369,11 @@ def build_toon_filter(
 
     # Cel shading: flat bands of lightness, hue kept, then colour a little stronger. The bands
     # follow a blurred lightness, so texture (hair, stubble) never cuts a band into blotches.
-    luma = g.op("Conv", smooth, g.const(LUMA))
-    broad = g.gaussian(luma, band_blur)
+    luma = g.luma(smooth)
+    # The blur is wide, so it is done at a quarter of the size and enlarged: the same bands for
+    # a sixteenth of the work.
+    quarter = g.op("AveragePool", luma, kernel_shape=[4, 4], strides=[4, 4])
+    broad = g.resize_like(g.gaussian(quarter, band_blur / 4), luma)
     steps = g.op("Mul", broad, g.scalar(levels))
     floor = g.op("Floor", steps)
     within = g.op("Sub", steps, floor)  # 0..1 inside a band
@@ -358,16 +385,14 @@ def build_toon_filter(
     )
     gain = g.op("Div", banded, g.op("Add", luma, g.scalar(0.02)))
     flat = g.op("Mul", smooth, g.op("Clip", gain, g.scalar(0.5), g.scalar(1.6)))
-    flat_luma = g.op("Conv", flat, g.const(LUMA))
+    flat_luma = g.luma(flat)
     # The lips' colour stronger than the rest (teeth and grey stay grey: nothing to strengthen).
     stronger = g.op("Add", g.scalar(saturation), g.op("Mul", lips, g.scalar(lip_saturation)))
     colourful = g.op("Add", flat_luma, g.op("Mul", g.op("Sub", flat, flat_luma), stronger))
 
     # Outlines: the dark side of a difference of Gaussians of the lightly smoothed picture.
-    line_luma = g.op("Conv", lightly, g.const(LUMA))
-    difference = g.op(
-        "Sub", g.gaussian(line_luma, line_sigma), g.gaussian(line_luma, 1.6 * line_sigma)
-    )
+    line_luma = g.luma(lightly)
+    difference = g.difference_of_gaussians(line_luma, line_sigma, 1.6 * line_sigma)
     ink = g.op(
         "Clip",
         g.op(
