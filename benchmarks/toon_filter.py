@@ -4,8 +4,9 @@
 
 Builds the toon-filter of this checkout (and, with --before, of another checkout of the project,
 e.g. `git worktree add /tmp/toonify-before <commit>`), then times each on the same aligned real
-face, alternating, with the service's two CPU backends: OpenVINO f32 (what the service runs it
-on) and ONNX Runtime, both with every CPU. Medians of per-round milliseconds per image, ratios.
+face, alternating, with the service's two CPU backends: ONNX Runtime (what the service runs it
+on, with ``--threads 1`` as its streams do) and OpenVINO f32. Medians of per-round milliseconds per
+image, and this checkout's over the other's.
 """
 
 from __future__ import annotations
