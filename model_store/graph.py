@@ -40,6 +40,9 @@ class GraphBuilder:
     def ints(self, *values: int) -> str:
         return self.const(np.array(values, dtype=np.int64))
 
+    def number(self, value: float) -> str:
+        return self.const(np.float32(value))
+
     def grid_sample(self, x: str, grid: str) -> str:
         """ONNX's GridSample (bilinear, border padding, align_corners=0) of (N, C, H, W) ``x`` at
         ``grid`` (N, 2, H, W: x then y, in [-1, 1]), as four gathers and their blend: ONNX
@@ -50,44 +53,34 @@ class GraphBuilder:
         corners, fractions = [], []
         for axis, size in ((0, width), (1, height)):
             side = self.op("Cast", size, to=TensorProto.FLOAT)
+            last = self.op("Sub", side, self.number(1))
             along = self.op("Slice", grid, self.ints(axis), self.ints(axis + 1), self.ints(1))
-            half = self.op("Mul", side, self.const(np.float32(0.5)))
-            pixel = self.op(
-                "Sub",
-                self.op("Mul", self.op("Add", along, self.const(np.float32(1))), half),
-                self.const(np.float32(0.5)),
-            )
-            last = self.op("Sub", side, self.const(np.float32(1)))
-            pixel = self.op("Min", self.op("Max", pixel, self.const(np.float32(0))), last)
-            low = self.op(
-                "Min", self.op("Floor", pixel), self.op("Sub", last, self.const(np.float32(1)))
-            )
+            # In pixels, (g + 1) * size / 2 - 0.5, held inside the picture (border padding).
+            scaled = self.op("Mul", self.op("Add", along, self.number(1)), side)
+            pixel = self.op("Sub", self.op("Mul", scaled, self.number(0.5)), self.number(0.5))
+            pixel = self.op("Min", self.op("Max", pixel, self.number(0)), last)
+            # The upper-left corner, at most the last but one pixel: its neighbour is inside.
+            low = self.op("Min", self.op("Floor", pixel), self.op("Sub", last, self.number(1)))
             fractions.append(self.op("Reshape", self.op("Sub", pixel, low), flat))
-            corners.append(self.op("Cast", low, to=TensorProto.INT64))  # indices exact in fp16 too
+            corners.append(self.op("Cast", low, to=TensorProto.INT64))  # exact indices in fp16 too
         index = self.op("Add", self.op("Mul", corners[1], width), corners[0])
         index = self.op("Reshape", index, flat)
         pixels = self.op("Reshape", x, flat)
         every_channel = self.op("Shape", pixels)
 
-        def at(offset: str | None) -> str:
+        def gathered(offset: str | None) -> str:
+            """The pixels ``offset`` after each upper-left corner, in every channel."""
             shifted = index if offset is None else self.op("Add", index, offset)
-            expanded = self.op("Expand", shifted, every_channel)
-            return self.op("GatherElements", pixels, expanded, axis=2)
+            shifted = self.op("Expand", shifted, every_channel)
+            return self.op("GatherElements", pixels, shifted, axis=2)
 
-        below = self.op("Add", width, self.ints(1))
-        top_left, top_right, bottom_left, bottom_right = (
-            at(None),
-            at(self.ints(1)),
-            at(width),
-            at(below),
-        )
+        def between(a: str, b: str, fraction: str) -> str:
+            return self.op("Add", a, self.op("Mul", fraction, self.op("Sub", b, a)))
+
         fx, fy = fractions
-        top = self.op("Add", top_left, self.op("Mul", fx, self.op("Sub", top_right, top_left)))
-        bottom = self.op(
-            "Add", bottom_left, self.op("Mul", fx, self.op("Sub", bottom_right, bottom_left))
-        )
-        blended = self.op("Add", top, self.op("Mul", fy, self.op("Sub", bottom, top)))
-        return self.op("Reshape", blended, shape)
+        top = between(gathered(None), gathered(self.ints(1)), fx)
+        bottom = between(gathered(width), gathered(self.op("Add", width, self.ints(1))), fx)
+        return self.op("Reshape", between(top, bottom, fy), shape)
 
     def model(
         self,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from PIL import Image, ImageDraw
 
+from model_store.graph import GraphBuilder
 from model_store.toon_filter import build_toon_filter, fold_margin, warp_field
 from preprocess import align_face
 from preprocess.features import FRAME, ROWS, TEMPLATE, head_yaw, template_features
@@ -202,3 +204,35 @@ def test_the_mesh_reads_closed_eyes_and_hidden_eyes_on_real_faces(
     x, y = (int(v) for v in TEMPLATE[far, :2])
     window = (slice(y - 30, y + 30), slice(x - 40, x + 40))
     assert np.abs(now[window].astype(int) - before[window]).mean() > 5
+
+
+def test_the_gathered_warp_samples_as_onnx_grid_sample_does():
+    """The filter's bilinear sampling (four gathers) against ONNX Runtime's GridSample kernel,
+    bilinear with border padding: a batch of two, a picture wider than tall, and a grid that
+    reaches past every edge."""
+    rng = np.random.default_rng(7)
+    pictures = rng.random((2, 3, 20, 28), dtype=np.float32)
+    grid = rng.uniform(-1.3, 1.3, (2, 2, 20, 28)).astype(np.float32)
+
+    def run(sampled) -> np.ndarray:
+        g = GraphBuilder()
+        g.op("Identity", sampled(g), output="out")
+        model = g.model("sample", "x", "out", "", (("grid", ["N", 2, "H", "W"]),))
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        return session.run(None, {"x": pictures, "grid": grid})[0]
+
+    gathered = run(lambda g: g.grid_sample("x", "grid"))
+    kernel = run(
+        lambda g: g.op(
+            "GridSample",
+            "x",
+            g.op("Transpose", "grid", perm=[0, 2, 3, 1]),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=0,
+        )
+    )
+    np.testing.assert_allclose(gathered, kernel, atol=1e-5)
+    assert np.abs(gathered - pictures).mean() > 0.1  # the grid does move the pictures
