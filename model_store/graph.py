@@ -34,14 +34,17 @@ class GraphBuilder:
         return output
 
     def reflect_pad(self, x: str, pad: int) -> str:
-        pads = self.const(np.array([0, 0, pad, pad, 0, 0, pad, pad], dtype=np.int64))
-        return self.op("Pad", x, pads, mode="reflect")
+        return self.op("Pad", x, self.ints(0, 0, pad, pad, 0, 0, pad, pad), mode="reflect")
 
     def ints(self, *values: int) -> str:
         return self.const(np.array(values, dtype=np.int64))
 
-    def number(self, value: float) -> str:
+    def scalar(self, value: float) -> str:
         return self.const(np.float32(value))
+
+    def channel(self, x: str, index: int) -> str:
+        """Channel ``index`` of (N, C, H, W), kept as (N, 1, H, W)."""
+        return self.op("Slice", x, self.ints(index), self.ints(index + 1), self.ints(1))
 
     def grid_sample(self, x: str, grid: str) -> str:
         """ONNX's GridSample (bilinear, border padding, align_corners=0) of (N, C, H, W) ``x`` at
@@ -53,14 +56,14 @@ class GraphBuilder:
         corners, fractions = [], []
         for axis, size in ((0, width), (1, height)):
             side = self.op("Cast", size, to=TensorProto.FLOAT)
-            last = self.op("Sub", side, self.number(1))
-            along = self.op("Slice", grid, self.ints(axis), self.ints(axis + 1), self.ints(1))
+            last = self.op("Sub", side, self.scalar(1))
+            along = self.channel(grid, axis)
             # In pixels, (g + 1) * size / 2 - 0.5, held inside the picture (border padding).
-            scaled = self.op("Mul", self.op("Add", along, self.number(1)), side)
-            pixel = self.op("Sub", self.op("Mul", scaled, self.number(0.5)), self.number(0.5))
-            pixel = self.op("Min", self.op("Max", pixel, self.number(0)), last)
+            scaled = self.op("Mul", self.op("Add", along, self.scalar(1)), side)
+            pixel = self.op("Sub", self.op("Mul", scaled, self.scalar(0.5)), self.scalar(0.5))
+            pixel = self.op("Min", self.op("Max", pixel, self.scalar(0)), last)
             # The upper-left corner, at most the last but one pixel: its neighbour is inside.
-            low = self.op("Min", self.op("Floor", pixel), self.op("Sub", last, self.number(1)))
+            low = self.op("Min", self.op("Floor", pixel), self.op("Sub", last, self.scalar(1)))
             fractions.append(self.op("Reshape", self.op("Sub", pixel, low), flat))
             corners.append(self.op("Cast", low, to=TensorProto.INT64))  # exact indices in fp16 too
         index = self.op("Add", self.op("Mul", corners[1], width), corners[0])

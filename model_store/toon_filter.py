@@ -154,9 +154,6 @@ def fold_margin(field: np.ndarray) -> float:
 class _Graph(GraphBuilder):
     """The filter's building blocks on top of the generic builder."""
 
-    def scalar(self, value: float) -> str:
-        return self.const(np.float32(value))
-
     def separable(self, x: str, taps: np.ndarray, channels: int) -> str:
         """A symmetric 1-D filter along rows then columns, per channel, reflecting at the edge:
         ``taps`` one row for every channel, or (channels, K) one for each.
@@ -211,28 +208,13 @@ class _Graph(GraphBuilder):
         """(N, 1, H, W) lightness of RGB (N, 3, H, W): a product and a sum over the channels, not
         a 1x1 convolution, whose one output channel ONNX Runtime's blocked layout pads to 16."""
         weighted = self.op("Mul", x, self.const(LUMA))
-        return self.op("ReduceSum", weighted, self.const(np.array([1], np.int64)), keepdims=1)
-
-    def channel(self, x: str, index: int) -> str:
-        """Channel ``index`` of (N, C, H, W), kept as (N, 1, H, W)."""
-        start, end = (self.const(np.array([v], np.int64)) for v in (index, index + 1))
-        return self.op("Slice", x, start, end, self.const(np.array([1], np.int64)))
+        return self.op("ReduceSum", weighted, self.ints(1), keepdims=1)
 
     def resize_like(self, x: str, like: str) -> str:
         """``x`` resized (bilinear) to the height and width of ``like``; its own batch and
         channels kept."""
-        batch_channels = self.op(
-            "Slice",
-            self.op("Shape", x),
-            self.const(np.array([0], np.int64)),
-            self.const(np.array([2], np.int64)),
-        )
-        height_width = self.op(
-            "Slice",
-            self.op("Shape", like),
-            self.const(np.array([2], np.int64)),
-            self.const(np.array([4], np.int64)),
-        )
+        batch_channels = self.op("Slice", self.op("Shape", x), self.ints(0), self.ints(2))
+        height_width = self.op("Slice", self.op("Shape", like), self.ints(2), self.ints(4))
         sizes = self.op("Concat", batch_channels, height_width, axis=0)
         return self.op("Resize", x, "", "", sizes, mode="linear")
 
@@ -276,10 +258,10 @@ class _FeatureTable:
             picked = g.op(
                 "Gather",
                 g.op("Gather", self.features, g.const(np.int64(row)), axis=1),
-                g.const(np.array([column], np.int64)),
+                g.ints(column),
                 axis=1,
             )  # N, 1
-            self.cache[key] = g.op("Unsqueeze", picked, g.const(np.array([2, 3], np.int64)))
+            self.cache[key] = g.op("Unsqueeze", picked, g.ints(2, 3))
         return self.cache[key]
 
 
