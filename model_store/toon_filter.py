@@ -168,8 +168,12 @@ class _Graph(GraphBuilder):
         column = row.transpose(0, 1, 3, 2)
         return self.op("Conv", x, self.const(column), group=channels)
 
-    def box(self, x: str, radius: int, channels: int = 3) -> str:
-        return self.separable(x, np.full(2 * radius + 1, 1.0 / (2 * radius + 1)), channels)
+    def box(self, x: str, radius: int) -> str:
+        """The mean over a square window ``2 radius + 1`` wide, reflecting at the edge: one
+        average pool (ONNX Runtime pools three channels 1.6x faster than it runs the same
+        window as two depthwise convolutions)."""
+        side = 2 * radius + 1
+        return self.op("AveragePool", self.reflect_pad(x, radius), kernel_shape=[side, side])
 
     def gaussian(self, x: str, sigma: float, channels: int = 1) -> str:
         return self.separable(x, gaussian_taps(sigma), channels)
@@ -346,7 +350,6 @@ def build_toon_filter(
     shaped = g.warp(x, table)
     painted = g.paint(x, table)
     lid, lips, light = (g.channel(painted, c) for c in range(3))
-    lightly = g.guided_smooth(shaped, 3, 0.005)
     smooth = g.guided_smooth(g.guided_smooth(shaped, 8, 0.02, subsample=2), 3, 0.005)
 
     # Cel shading: flat bands of lightness, hue kept, then colour a little stronger. The bands
@@ -365,15 +368,14 @@ def build_toon_filter(
     banded = g.op(
         "Add", g.op("Mul", banded, g.scalar(band_mix)), g.op("Mul", luma, g.scalar(1.0 - band_mix))
     )
-    gain = g.op("Div", banded, g.op("Add", luma, g.scalar(0.02)))
-    flat = g.op("Mul", smooth, g.op("Clip", gain, g.scalar(0.5), g.scalar(1.6)))
-    flat_luma = g.luma(flat)
+    gain = g.op(
+        "Clip", g.op("Div", banded, g.op("Add", luma, g.scalar(0.02))), g.scalar(0.5), g.scalar(1.6)
+    )
     # The lips' colour stronger than the rest (teeth and grey stay grey: nothing to strengthen).
     stronger = g.op("Add", g.scalar(saturation), g.op("Mul", lips, g.scalar(lip_saturation)))
-    colourful = g.op("Add", flat_luma, g.op("Mul", g.op("Sub", flat, flat_luma), stronger))
 
-    # Outlines: the dark side of a difference of Gaussians of the lightly smoothed picture.
-    line_luma = g.luma(lightly)
+    # Outlines: the dark side of a difference of Gaussians of the lightly smoothed lightness.
+    line_luma = g.guided_smooth(g.luma(shaped), 3, 0.005)
     difference = g.difference_of_gaussians(line_luma, line_sigma, 1.6 * line_sigma)
     ink = g.op(
         "Clip",
@@ -387,12 +389,27 @@ def build_toon_filter(
     )
     ink = g.op("Max", ink, lid)  # a closed lid's line, where the mesh says it is
     shade = g.op("Sub", g.scalar(1.0), g.op("Mul", ink, g.scalar(line_darkness)))
-    drawn = g.op("Mul", colourful, shade)
-    lit = g.op("Mul", g.op("Sub", g.scalar(1.0), drawn), g.op("Mul", light, g.scalar(0.9)))
-    drawn = g.op("Add", drawn, lit)  # catch-lights
+    catch = g.op("Mul", light, g.scalar(0.9))  # catch-lights: this much of the way to white
 
-    scaled = g.op("Sub", g.op("Mul", drawn, g.scalar(2.0)), g.scalar(1.0))
-    g.op("Clip", scaled, g.scalar(-1.0), g.scalar(1.0), output=OUTPUT)
+    # Every step after the smoothing scales each pixel's colour and adds to it, by amounts that
+    # depend on the pixel alone: they are worked out on one channel and applied to the three
+    # once, [0, 1] to [-1, 1] included. In the steps' own terms:
+    #   flat = smooth * gain                                    the bands (hue kept)
+    #   colourful = luma(flat) + (flat - luma(flat)) * stronger  colour a little stronger
+    #   drawn = colourful * shade                                the outlines
+    #   lit = drawn + (1 - drawn) * catch                        the catch-lights
+    #   toon = lit * 2 - 1
+    # and luma(flat) = luma * gain, as gain is the same in every channel.
+    toward = g.op("Mul", g.op("Mul", shade, g.op("Sub", g.scalar(1.0), catch)), g.scalar(2.0))
+    colour_gain = g.op("Mul", g.op("Mul", gain, stronger), toward)
+    grey = g.op("Mul", g.op("Mul", luma, gain), g.op("Sub", g.scalar(1.0), stronger))
+    offset = g.op(
+        "Add",
+        g.op("Mul", grey, toward),
+        g.op("Sub", g.op("Mul", catch, g.scalar(2.0)), g.scalar(1.0)),
+    )
+    toon = g.op("Add", g.op("Mul", smooth, colour_gain), offset)
+    g.op("Clip", toon, g.scalar(-1.0), g.scalar(1.0), output=OUTPUT)
     model = g.model(
         "toon_filter", INPUT, OUTPUT, DESCRIPTION, ((FEATURES, ["N", len(ROWS), COLUMNS]),)
     )

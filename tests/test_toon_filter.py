@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from model_store.graph import GraphBuilder
-from model_store.toon_filter import build_toon_filter, fold_margin, warp_field
+from model_store.toon_filter import _Graph, build_toon_filter, fold_margin, warp_field
 from preprocess import align_face
 from preprocess.features import FRAME, ROWS, TEMPLATE, head_yaw, template_features
 from preprocess.pipeline import crop_features
@@ -236,3 +236,23 @@ def test_the_gathered_warp_samples_as_onnx_grid_sample_does():
     )
     np.testing.assert_allclose(gathered, kernel, atol=1e-5)
     assert np.abs(gathered - pictures).mean() > 0.1  # the grid does move the pictures
+
+
+def test_the_box_filter_is_the_mean_of_its_window_reflected_at_the_edges():
+    """The guided filter's box (an average pool over a reflect-padded picture) against the mean
+    of each pixel's window worked out by numpy: a batch of two, a picture wider than tall."""
+    rng = np.random.default_rng(3)
+    pictures = rng.random((2, 3, 12, 17), dtype=np.float32)
+    radius = 2
+    g = _Graph()
+    g.op("Identity", g.box("x", radius), output="out")
+    session = ort.InferenceSession(
+        g.model("box", "x", "out", "").SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    boxed = session.run(None, {"x": pictures})[0]
+
+    edge = ((0, 0), (0, 0), (radius, radius), (radius, radius))
+    padded = np.pad(pictures, edge, mode="reflect")
+    side = 2 * radius + 1
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (side, side), axis=(2, 3))
+    np.testing.assert_allclose(boxed, windows.mean(axis=(-2, -1)), atol=1e-6)
