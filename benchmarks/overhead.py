@@ -74,16 +74,23 @@ STAGES = (
 
 def instance_cpu_s(root: psutil.Process) -> collections.Counter:
     """User + system CPU seconds of ``root`` and every process under it, by the service each
-    runs (BentoML's workers name it on their command line)."""
+    runs (BentoML's workers name it on their command line); of each worker's, its kernel time
+    and its main thread's, the event loop that serves its HTTP (the work runs in other threads)."""
     total: collections.Counter = collections.Counter()
     for process in [root, *root.children(recursive=True)]:
         try:
             times = process.cpu_times()
             name = service_of(" ".join(process.cmdline()))
+            threads = process.threads()
         except psutil.NoSuchProcess:
             continue
         total[name] += times.user + times.system + times.children_user + times.children_system
         total[f"{name}, of it in the kernel"] += times.system + times.children_system
+        if process is not root:
+            main = [t for t in threads if t.id == process.pid]
+            total[f"{name}, of it in its event loop"] += sum(
+                t.user_time + t.system_time for t in main
+            )
     return total
 
 
@@ -262,7 +269,7 @@ def served_total(by_process: dict) -> float:
     return sum(
         ms
         for name, ms in by_process.items()
-        if name.startswith(("toonify", "bentoml")) and not name.endswith("in the kernel")
+        if name.startswith(("toonify", "bentoml")) and ", of it " not in name
     )
 
 
