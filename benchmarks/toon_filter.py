@@ -1,17 +1,21 @@
 """What the offline default costs per 512x512 face, against an earlier version, side by side.
 
     python -m benchmarks.toon_filter [--before WORKTREE] [--rounds 5] [--images 16] [--threads N]
+                                     [--nodes]
 
 Builds the toon-filter of this checkout (and, with --before, of another checkout of the project,
 e.g. `git worktree add /tmp/toonify-before <commit>`), then times each on the same aligned real
 face, alternating, with the service's two CPU backends: ONNX Runtime (what the service runs it
 on, with ``--threads 1`` as its streams do) and OpenVINO f32. Medians of per-round milliseconds per
-image, and this checkout's over the other's.
+image, this checkout's over the other's, and how far apart their pictures are. ``--nodes``: then
+ONNX Runtime's own profile of each graph on one thread, ms a face by operator type.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import statistics
 import subprocess
@@ -57,6 +61,27 @@ def face_detector():
     )
 
 
+def node_ms(path: Path, crop: np.ndarray, features: np.ndarray, runs: int) -> collections.Counter:
+    """ms a face by operator type, from ONNX Runtime's profiler, one thread (the service's
+    streams), with the service's input conversion."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(path.with_suffix(""))
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    signature = GeneratorSignature()
+    inputs = {"image": signature.to_model_input(crop), "features": features.astype(np.float32)}
+    for _ in range(runs):
+        session.run(None, inputs)
+    spent: collections.Counter = collections.Counter()
+    for event in json.loads(Path(session.end_profiling()).read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            spent[event["args"]["op_name"]] += event["dur"] / 1000 / runs
+    return spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", type=Path, help="another checkout of the project")
@@ -68,6 +93,7 @@ def main() -> None:
         default=0,
         help="threads per run (the service runs ONNX Runtime streams of one); 0: every CPU",
     )
+    parser.add_argument("--nodes", action="store_true", help="ms by operator type, each graph")
     args = parser.parse_args()
 
     checkouts = {"this checkout": ROOT}
@@ -106,6 +132,31 @@ def main() -> None:
         cells = [statistics.median(results[(label, backend)]) for label in checkouts]
         ratio = f" {cells[-1] / cells[0]:.2f} |" if args.before else ""
         print(f"| {backend} f32 | " + " | ".join(f"{c:.1f}" for c in cells) + " |" + ratio)
+    if args.before:
+        before, now = (generators[(label, "onnxruntime")](crop, features) for label in checkouts)
+        difference = np.abs(now.astype(np.int16) - before)
+        print(
+            f"\nthe picture against before (ONNX Runtime, the same face, 8-bit): mean difference "
+            f"{difference.mean():.3f} grey levels, {np.mean(difference == 0):.1%} of values "
+            f"unchanged, 99th percentile {np.percentile(difference, 99):.0f}, "
+            f"largest {difference.max()}"
+        )
+    if args.nodes:
+        spent = {
+            label: node_ms(folder / f"{label.replace(' ', '_')}.onnx", crop, features, 20)
+            for label in checkouts
+        }
+        print("\nONNX Runtime's profile, one thread, ms a face by operator type (over 0.2 ms)\n")
+        print("| operator | " + " | ".join(checkouts) + " |")
+        print("|---|" + "---|" * len(checkouts))
+        totals = collections.Counter()
+        for counter in spent.values():
+            totals.update(counter)
+        for op, _ in totals.most_common():
+            cells = [spent[label][op] for label in checkouts]
+            if max(cells) >= 0.2:
+                print(f"| {op} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        print("| all | " + " | ".join(f"{sum(spent[k].values()):.2f}" for k in checkouts) + " |")
 
 
 if __name__ == "__main__":
