@@ -399,13 +399,15 @@ def build_toon_filter(
     #   drawn = colourful * shade                                the outlines
     #   lit = drawn + (1 - drawn) * catch                        the catch-lights
     #   toon = lit * 2 - 1
-    # and luma(flat) = luma * gain, as gain is the same in every channel.
-    toward = g.op("Mul", g.op("Mul", shade, g.op("Sub", g.scalar(1.0), catch)), g.scalar(2.0))
-    colour_gain = g.op("Mul", g.op("Mul", gain, stronger), toward)
+    # and, as gain is the same in every channel, luma(flat) = luma * gain; so with
+    # kept = 2 * shade * (1 - catch) and grey = luma * gain * (1 - stronger):
+    #   toon = smooth * (gain * stronger * kept) + (grey * kept + 2 * catch - 1)
+    kept = g.op("Mul", g.op("Mul", shade, g.op("Sub", g.scalar(1.0), catch)), g.scalar(2.0))
+    colour_gain = g.op("Mul", g.op("Mul", gain, stronger), kept)
     grey = g.op("Mul", g.op("Mul", luma, gain), g.op("Sub", g.scalar(1.0), stronger))
     offset = g.op(
         "Add",
-        g.op("Mul", grey, toward),
+        g.op("Mul", grey, kept),
         g.op("Sub", g.op("Mul", catch, g.scalar(2.0)), g.scalar(1.0)),
     )
     toon = g.op("Add", g.op("Mul", smooth, colour_gain), offset)
