@@ -168,3 +168,52 @@ def test_threads_detecting_at_once_get_what_one_thread_gets(mediapipe, astronaut
             pool.map(lambda i: [f.box for f in mediapipe.detect(photos[i % 2])], range(60))
         )
     assert all(boxes == alone[i % 2] for i, boxes in enumerate(together))
+
+
+# A fresh process: the detector from the store, then eight threads make their first detection at
+# once, the interpreter switching threads as often as it can. Prints "answered" when all do.
+FIRST_DETECTIONS_AT_ONCE = """
+import sys, threading, time
+import skimage.data
+from PIL import Image
+from preprocess import create_detector
+detector = create_detector(sys.argv[1])
+photo = Image.fromarray(skimage.data.astronaut())
+sys.setswitchinterval(1e-6)
+start = threading.Barrier(8)
+def detect():
+    start.wait()
+    detector.detect(photo)
+threads = [threading.Thread(target=detect, daemon=True) for _ in range(8)]
+for thread in threads:
+    thread.start()
+deadline = time.monotonic() + 20
+for thread in threads:
+    thread.join(max(0.0, deadline - time.monotonic()))
+print("answered" if not any(thread.is_alive() for thread in threads) else "stuck", flush=True)
+"""
+
+
+def test_threads_making_their_first_detections_at_once_all_answer(mediapipe):
+    """OpenVINO's Python binding initialises a static on a process's first inference, running
+    Python while it does: two threads making their first at once deadlocked on it (one of these
+    processes in ten or so hung before the detector made its own first inference as it loads;
+    a served preprocessing worker in five). A hung process holds the interpreter, so it is
+    killed and prints nothing."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    for _ in range(10):  # a process in ten or so hung
+        try:
+            run = subprocess.run(
+                [sys.executable, "-c", FIRST_DETECTIONS_AT_ONCE, f"mediapipe:{mediapipe.folder}"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=40,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail("threads making their first detections at once deadlocked")
+        assert run.stdout.strip() == "answered", run.stderr[-2000:]

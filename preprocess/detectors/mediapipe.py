@@ -175,6 +175,15 @@ class MediapipeDetector(FaceDetector):
         # The preprocessing worker detects in several threads at once, and an infer request
         # holds its input and output buffers: each thread gets requests of its own.
         self.requests = threading.local()
+        # One inference of each model here, in the thread that loads them. OpenVINO's Python
+        # binding initialises a static on the first inference in a process, running Python
+        # while it does; two worker threads making their first at once deadlocked (one holding
+        # the GIL and waiting for the static, the other holding the static and waiting for the
+        # GIL), and the worker never answered again.
+        for file, model in compiled.items():
+            port = model.input(0)
+            blank = np.zeros(port.get_shape(), port.get_element_type().to_dtype())
+            self.request(file).infer({0: blank}, share_inputs=True).values()
 
     def request(self, file: str) -> ov.InferRequest:
         """This thread's infer request for the model in ``file``."""
