@@ -105,9 +105,10 @@ def main() -> None:
     # The face's own features where it has a mesh (a version without the input ignores them).
     crop, features = np.asarray(aligned.image)[None], crop_features(face, aligned)[None]
     folder = Path(tempfile.mkdtemp(prefix="toon-filter-bench-"))
+    paths = {label: folder / f"{label.replace(' ', '_')}.onnx" for label in checkouts}
     generators = {}
     for label, checkout in checkouts.items():
-        path = folder / f"{label.replace(' ', '_')}.onnx"
+        path = paths[label]
         build_in(checkout, path)
         for backend in ("openvino", "onnxruntime"):
             generator = OnnxGenerator(
@@ -142,10 +143,7 @@ def main() -> None:
             f"largest {difference.max()}"
         )
     if args.nodes:
-        spent = {
-            label: node_ms(folder / f"{label.replace(' ', '_')}.onnx", crop, features, 20)
-            for label in checkouts
-        }
+        spent = {label: node_ms(paths[label], crop, features, 20) for label in checkouts}
         print("\nONNX Runtime's profile, one thread, ms a face by operator type (over 0.2 ms)\n")
         print("| operator | " + " | ".join(checkouts) + " |")
         print("|---|" + "---|" * len(checkouts))

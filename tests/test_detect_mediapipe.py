@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from PIL import Image
 
 from preprocess import Orientation, create_detector, read_photo
 
-from .conftest import ASSETS, insightface_image
+from .conftest import ASSETS, ROOT, insightface_image
 from .test_detect import iou
 
 # The EXIF-turned copies are among ../shared/models/faces.
@@ -200,11 +202,6 @@ def test_threads_making_their_first_detections_at_once_all_answer(mediapipe):
     processes in ten or so hung before the detector made its own first inference as it loads;
     a served preprocessing worker in five). A hung process holds the interpreter, so it is
     killed and prints nothing."""
-    import subprocess
-    import sys
-
-    from .conftest import ROOT
-
     for _ in range(10):  # a process in ten or so hung
         try:
             run = subprocess.run(
