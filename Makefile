@@ -75,7 +75,7 @@ bench-cold-start: venv  # where the seconds to /readyz go, per process, beside B
 	$(BIN)/python -m benchmarks.cold_start --floor
 
 bench-overhead: defaults  # served CPU per image against the same stages in one process; flame graphs
-	$(BIN)/python -m benchmarks.overhead --profile docs/images
+	$(BIN)/python -m benchmarks.overhead --profile docs/images --floor
 
 bench-service: defaults
 	$(BIN)/python -m benchmarks.service_vs_raw

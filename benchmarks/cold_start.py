@@ -185,17 +185,24 @@ def main() -> None:
         print(f"| {key} | {value:.2f} |")
     if floor:
         # Where the difference goes: each empty process's CPU against ours above.
-        keys = sorted({k for run in floor for k in run if k.endswith(("cpu_s", "ready_s"))})
+        ends = ("cpu_s", "ready_s", "(after main)")
+        keys = sorted({k for run in floor for k in run if k.endswith(ends)})
         empty = {k: statistics.median(r[k] for r in floor if k in r) for k in keys}
         for key, value in empty.items():
             print(f"| three empty services, the same BentoML (--floor): {key} | {value:.2f} |")
         print(f"| this service over the floor | +{medians['ready_s'] - empty['ready_s']:.2f} |")
     print("\n| one interpreter, alone (minus a bare interpreter's start) | seconds |\n|---|---|")
     base = singles["import the service module (every process pays it)"]
+    loads = 0.0
     for name, seconds in singles.items():
         after = seconds - base
         extra = "" if name.startswith("import") else f" ({after:.2f} after the import)"
+        loads += 0.0 if name.startswith("import") else after
         print(f"| {name} | {seconds:.2f}{extra} |")
+    # The workers start together and keep every CPU busy until ready (the CPU seconds above):
+    # the models' loads add about their CPU time shared over the CPUs, whatever else is cut.
+    cpus = len(os.sched_getaffinity(0))
+    print(f"| both loads after the import, shared over {cpus} CPUs | {loads / cpus:.2f} |")
 
 
 if __name__ == "__main__":

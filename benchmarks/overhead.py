@@ -2,7 +2,7 @@
 process, side by side in one run.
 
     python -m benchmarks.overhead [--model toon-filter:latest --model animeganv3:latest]
-                                  [--seconds 40] [--clients 6] [--profile docs/images]
+                                  [--seconds 40] [--clients 6] [--profile docs/images] [--floor]
 
 For each model: the instance (``bentoml serve``, its three services) at saturation with
 ``--clients`` callers posting the same photos one after another (few enough that every request is
@@ -16,6 +16,11 @@ another. Both are CPU per image answered; the ratio is the serving's overhead.
 (after the CPU was measured, so the sampler costs nothing there): once to a flame graph,
 DIR/overhead-MODEL.svg, once as collapsed stacks, which are summed into CPU ms per image by
 process and by stage (the stage of a sample is the innermost frame a rule of ``STAGES`` knows).
+
+``--floor``: then three bare BentoML services chained as ours (benchmarks/bare_chain.py) under
+the same callers, carrying the same bytes and doing nothing else, then with 8 px crops, then
+carrying next to nothing: the serving's floor on BentoML's three services, and the parts of it
+the crops and the photos cost.
 
 The photos: a JPEG selfie (the astronaut), a 12 MP phone JPEG stored turned (EXIF 6), and
 insightface's six-face group photo (its largest face), the with-face uploads of the load test.
@@ -99,9 +104,19 @@ def service_of(command_line: str) -> str:
     return match.group(1) if match else "bentoml serve (supervisor)"
 
 
-def load(url: str, photos: list[bytes], clients: int, seconds: float) -> tuple[int, dict]:
-    """``clients`` callers posting the photos in turn for ``seconds``: images answered 200, and
-    a count of every status."""
+def raw_body(photo: bytes) -> dict:
+    return {"content": photo}
+
+
+def multipart(photo: bytes) -> dict:
+    return {"files": {"photo": ("photo.jpg", photo, "image/jpeg")}}
+
+
+def load(
+    url: str, photos: list[bytes], clients: int, seconds: float, upload=raw_body
+) -> tuple[int, dict]:
+    """``clients`` callers posting the photos in turn for ``seconds`` (as ``upload`` makes the
+    request of a photo): images answered 200, and a count of every status."""
     statuses: collections.Counter = collections.Counter()
     stop = time.monotonic() + seconds
     lock = threading.Lock()
@@ -111,7 +126,7 @@ def load(url: str, photos: list[bytes], clients: int, seconds: float) -> tuple[i
             for data in itertools.islice(itertools.cycle(photos), offset, None):
                 if time.monotonic() >= stop:
                     return
-                status = client.post("/toonify", content=data).status_code
+                status = client.post("/toonify", **upload(data)).status_code
                 with lock:
                     statuses[status] += 1
 
@@ -123,11 +138,13 @@ def load(url: str, photos: list[bytes], clients: int, seconds: float) -> tuple[i
     return statuses[200], dict(statuses)
 
 
-def served_cpu_ms(served: Served, photos: list[bytes], clients: int, seconds: float) -> dict:
+def served_cpu_ms(
+    served: Served, photos: list[bytes], clients: int, seconds: float, upload=raw_body
+) -> dict:
     """CPU ms per image answered, by process of the instance, under ``clients`` callers."""
     root = psutil.Process(served.process.pid)
     started_cpu = instance_cpu_s(root)
-    images, statuses = load(served.url, photos, clients, seconds)
+    images, statuses = load(served.url, photos, clients, seconds, upload)
     by_process = instance_cpu_s(root)
     by_process.subtract(started_cpu)
     if set(statuses) != {200}:
@@ -269,7 +286,7 @@ def served_total(by_process: dict) -> float:
     return sum(
         ms
         for name, ms in by_process.items()
-        if name.startswith(("toonify", "bentoml")) and ", of it " not in name
+        if name.startswith(("toonify", "bentoml", "bare")) and ", of it " not in name
     )
 
 
@@ -336,6 +353,40 @@ def measure(model: str, photos: list[bytes], args) -> tuple[dict, dict]:
     return rows, stages
 
 
+# (label, the bare chain's environment, the photos as sent): the same bytes as ours carry; the
+# same photos with 8 px crops (what the crops cost: what shared memory could save); next to
+# nothing, which leaves what a request costs whatever it carries.
+FLOOR_LOADS = (
+    ("the same bytes", {}, lambda photos: photos),
+    ("the same photos, 8 px crops", {"BARE_CHAIN_CROP_SIDE": "8"}, lambda photos: photos),
+    ("2 KB photos, 8 px crops", {"BARE_CHAIN_CROP_SIDE": "8"}, lambda p: [x[:2048] for x in p]),
+)
+
+
+def floor_rows(photos: list[bytes], args) -> dict[str, float]:
+    """CPU ms per image of three bare BentoML services chained as ours
+    (benchmarks/bare_chain.py), under the same callers: the serving no design on BentoML's
+    three services goes below on this machine."""
+    rows: dict[str, float] = {}
+    logs = Path(tempfile.mkdtemp(prefix="toonify-floor-"))
+    command = [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_chain:BareEntry"]
+    for label, env, sent in FLOOR_LOADS:
+        served = Served(env, logs / f"{len(rows)}.log", command=command)
+        try:
+            load(served.url, sent(photos), args.clients, 5, multipart)
+            rounds = [
+                served_cpu_ms(served, sent(photos), args.clients, args.seconds, multipart)
+                for _ in range(args.rounds)
+            ]
+        finally:
+            served.stop()
+        rows[f"three bare BentoML services, {label}"] = statistics.median(map(served_total, rounds))
+        if not env:
+            by_process = sorted(median_of(rounds).items())
+            rows |= {name: ms for name, ms in by_process if name.startswith("bare")}
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", action="append", help="generator tag (repeatable)")
@@ -350,6 +401,9 @@ def main() -> None:
     )
     parser.add_argument("--before", type=Path, help="another checkout, served side by side")
     parser.add_argument("--profile", type=Path, help="write flame graphs and stage tables here")
+    parser.add_argument(
+        "--floor", action="store_true", help="and three bare BentoML services carrying the bytes"
+    )
     args = parser.parse_args()
     models = args.model or ["toon-filter:latest"]
     pool = {upload.name: upload.data for upload in build_pool()}
@@ -360,6 +414,16 @@ def main() -> None:
         rows, stage_tables[model] = measure(model, photos, args)
         for name, value in rows.items():
             table[name][model] = value
+    floor = floor_rows(photos, args) if args.floor else {}
+    for model in models:
+        pipeline = table["pipeline_cpu_ms_per_image"][model]
+        served = "served_cpu_ms_per_image" + (" (now)" if args.before else "")
+        serving = table[served][model] - pipeline
+        table["serving: served minus pipeline"][model] = serving
+        table["serving the goal of 1.2 allows"][model] = 0.2 * pipeline
+        if floor:
+            floor_ms = floor[f"three bare BentoML services, {FLOOR_LOADS[0][0]}"]
+            table["serving beyond the bare services' (--floor)"][model] = serving - floor_ms
     print(
         f"\n{describe_cpu()}; {args.clients} callers served, the pipeline with {args.streams} "
         f"callers (and one); {args.rounds} rounds of {args.seconds:.0f} s, medians\n"
@@ -369,6 +433,12 @@ def main() -> None:
     for name, values in table.items():
         cells = (f"{values[m]:.2f}" if m in values else "" for m in models)
         print(f"| {name} | " + " | ".join(cells) + " |")
+    if floor:
+        print("\nThe floor: three bare BentoML services chained (benchmarks/bare_chain.py)\n")
+        print("| figure | CPU ms an image |")
+        print("|---|---|")
+        for name, ms in floor.items():
+            print(f"| {name} | {ms:.2f} |")
     for model, stages in stage_tables.items():
         if not stages:
             continue

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -214,3 +217,27 @@ def test_threads_making_their_first_detections_at_once_all_answer(mediapipe):
         except subprocess.TimeoutExpired:
             pytest.fail("threads making their first detections at once deadlocked")
         assert run.stdout.strip() == "answered", run.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one CPU: every thread is on it")
+def test_a_thread_detecting_may_run_on_every_cpu(mediapipe, astronaut):
+    """OpenVINO binds the thread that runs an inference to a core of its own choosing unless
+    told not to: the worker's threads detecting at once would all share one core. The thread's
+    CPUs are read while it detects, again and again."""
+    allowed, seen, done = os.sched_getaffinity(0), set(), threading.Event()
+
+    def detect() -> None:
+        while not done.is_set():
+            mediapipe.detect(astronaut)
+
+    thread = threading.Thread(target=detect)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            seen.add(frozenset(os.sched_getaffinity(thread.native_id)))
+    finally:
+        done.set()
+        thread.join()
+    assert seen == {frozenset(allowed)}

@@ -156,7 +156,13 @@ class MediapipeDetector(FaceDetector):
         core = ov.Core()
         if settings.cache_dir is not None:  # compiled once, loaded at later starts (half the time)
             core.set_property({"CACHE_DIR": str(settings.cache_dir / "openvino")})
-        config = {"INFERENCE_NUM_THREADS": settings.threads, "NUM_STREAMS": 1}
+        # Not pinned: OpenVINO binds the thread that runs an inference to a core of its own
+        # choosing (the first), and every thread of a worker detecting at once would share it.
+        config = {
+            "INFERENCE_NUM_THREADS": settings.threads,
+            "NUM_STREAMS": 1,
+            "ENABLE_CPU_PINNING": False,
+        }
         compiled = {}
         for file in LOADED:
             path = folder / file
