@@ -365,8 +365,8 @@ FLOOR_LOADS = (
 
 def floor_rows(photos: list[bytes], args) -> dict[str, float]:
     """CPU ms per image of three bare BentoML services chained as ours
-    (benchmarks/bare_chain.py), under the same callers: the serving no design on BentoML's
-    three services goes below on this machine."""
+    (benchmarks/bare_chain.py), under the same callers: the serving no design that passes these
+    bytes between BentoML's three services goes below on this machine."""
     rows: dict[str, float] = {}
     logs = Path(tempfile.mkdtemp(prefix="toonify-floor-"))
     command = [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_chain:BareEntry"]
