@@ -195,9 +195,10 @@ def main() -> None:
     base = singles["import the service module (every process pays it)"]
     loads = 0.0
     for name, seconds in singles.items():
-        after = seconds - base
-        extra = "" if name.startswith("import") else f" ({after:.2f} after the import)"
-        loads += 0.0 if name.startswith("import") else after
+        extra = ""
+        if not name.startswith("import"):  # a service's load, after the module's import
+            loads += seconds - base
+            extra = f" ({seconds - base:.2f} after the import)"
         print(f"| {name} | {seconds:.2f}{extra} |")
     # The workers start together and keep every CPU busy until ready (the CPU seconds above):
     # the models' loads add about their CPU time shared over the CPUs, whatever else is cut.

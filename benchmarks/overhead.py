@@ -356,6 +356,7 @@ def measure(model: str, photos: list[bytes], args) -> tuple[dict, dict]:
 # (label, the bare chain's environment, the photos as sent): the same bytes as ours carry; the
 # same photos with 8 px crops (what the crops cost: what shared memory could save); next to
 # nothing, which leaves what a request costs whatever it carries.
+FLOOR_ROW = "three bare BentoML services, {}"
 FLOOR_LOADS = (
     ("the same bytes", {}, lambda photos: photos),
     ("the same photos, 8 px crops", {"BARE_CHAIN_CROP_SIDE": "8"}, lambda photos: photos),
@@ -371,16 +372,17 @@ def floor_rows(photos: list[bytes], args) -> dict[str, float]:
     logs = Path(tempfile.mkdtemp(prefix="toonify-floor-"))
     command = [sys.executable, "-m", "bentoml", "serve", "benchmarks.bare_chain:BareEntry"]
     for label, env, sent in FLOOR_LOADS:
+        sent_photos = sent(photos)
         served = Served(env, logs / f"{len(rows)}.log", command=command)
         try:
-            load(served.url, sent(photos), args.clients, 5, multipart)
+            load(served.url, sent_photos, args.clients, 5, multipart)
             rounds = [
-                served_cpu_ms(served, sent(photos), args.clients, args.seconds, multipart)
+                served_cpu_ms(served, sent_photos, args.clients, args.seconds, multipart)
                 for _ in range(args.rounds)
             ]
         finally:
             served.stop()
-        rows[f"three bare BentoML services, {label}"] = statistics.median(map(served_total, rounds))
+        rows[FLOOR_ROW.format(label)] = statistics.median(map(served_total, rounds))
         if not env:
             by_process = sorted(median_of(rounds).items())
             rows |= {name: ms for name, ms in by_process if name.startswith("bare")}
@@ -422,7 +424,7 @@ def main() -> None:
         table["serving: served minus pipeline"][model] = serving
         table["serving the goal of 1.2 allows"][model] = 0.2 * pipeline
         if floor:
-            floor_ms = floor[f"three bare BentoML services, {FLOOR_LOADS[0][0]}"]
+            floor_ms = floor[FLOOR_ROW.format(FLOOR_LOADS[0][0])]
             table["serving beyond the bare services' (--floor)"][model] = serving - floor_ms
     print(
         f"\n{describe_cpu()}; {args.clients} callers served, the pipeline with {args.streams} "

@@ -409,10 +409,9 @@ def test_overload_is_refused_fast_and_the_service_recovers(serve, default_models
     quickest_toon_ms = min(server_ms for _, server_ms, _, _ in served)
     for _, server_ms, retry_after, body in refused:
         assert body["error"] == "overloaded" and retry_after == "3"
-        # Refused at once, not after queueing: a request that waited for one of the two slots
-        # would wait for a toon. (A tenth of the quickest toon, 5-6 ms since the generator got
-        # faster, is within what the entry's event loop takes to get to a refusal among twelve
-        # requests arriving together on two busy cores: 5-27 ms measured.)
+        # Refused at once, not after queueing: one that waited for either of the two slots
+        # would wait for a toon. (A tighter bound would time the entry's event loop reaching a
+        # refusal among twelve requests at once on busy cores: 5-27 ms here.)
         assert server_ms < quickest_toon_ms
     metrics = scrape(server.url)
     assert metrics['toonify_images_total{outcome="rejected"}'] == len(refused)
